@@ -1,0 +1,27 @@
+"""The one FastAPI dependency every protected route goes through."""
+
+from typing import Protocol
+
+from fastapi import Request
+
+from espace_api.auth.identity import Identity
+from espace_api.fhir.errors import FhirError
+
+
+class Authenticator(Protocol):
+    """Turns a request into a verified Identity or raises FhirError(401)."""
+
+    async def authenticate(self, request: Request) -> Identity: ...
+
+
+class DenyAll:
+    """The default until a real authenticator is configured: nobody gets in."""
+
+    async def authenticate(self, request: Request) -> Identity:
+        raise FhirError.unauthorized("no authenticator configured")
+
+
+async def current_identity(request: Request) -> Identity:
+    """Authenticate the request with the application's authenticator."""
+    authenticator: Authenticator = request.app.state.authenticator
+    return await authenticator.authenticate(request)

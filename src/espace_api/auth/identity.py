@@ -1,0 +1,96 @@
+"""The caller's identity and SMART on FHIR scopes, as every route receives them."""
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+IdentityKind = Literal["patient", "system", "user", "operator"]
+Interaction = Literal["c", "r", "u", "d", "s"]
+
+_SCOPE = re.compile(
+    r"^(?P<context>patient|user|system)/(?P<type>\*|[A-Z][A-Za-z]+)\.(?P<perms>[cruds]+|read|write|\*)$"
+)
+_V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One SMART scope, e.g. patient/DocumentReference.rs (v1 .read/.write accepted)."""
+
+    context: str
+    resource_type: str
+    permissions: frozenset[str]
+
+    @classmethod
+    def parse(cls, text: str) -> "Scope | None":
+        """Parse a scope string; None for non-resource scopes (openid, launch, ...)."""
+        match = _SCOPE.match(text)
+        if not match:
+            return None
+        perms = match["perms"]
+        letters = _V1.get(perms, perms)
+        return cls(match["context"], match["type"], frozenset(letters))
+
+
+@dataclass(frozen=True)
+class ScopeSet:
+    """The resource scopes granted to a token."""
+
+    scopes: tuple[Scope, ...] = ()
+    raw: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "ScopeSet":
+        """Parse a space-separated scope string."""
+        raw = tuple(s for s in text.split() if s)
+        parsed = tuple(p for p in (Scope.parse(s) for s in raw) if p is not None)
+        return cls(parsed, raw)
+
+    def allows(self, context: str, resource_type: str, interaction: Interaction) -> bool:
+        """Whether a scope in `context` grants `interaction` on `resource_type`."""
+        return any(
+            s.context == context
+            and s.resource_type in ("*", resource_type)
+            and interaction in s.permissions
+            for s in self.scopes
+        )
+
+    def has(self, name: str) -> bool:
+        """Whether a non-resource scope (e.g. 'operator') was granted."""
+        return name in self.raw
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A verified caller.
+
+    kind: patient (own space), system (LGC software, machine to machine), user (a professional
+    at a screen), operator (administration). `patient_id` is the Patient.id a patient token
+    is confined to. `client_id` is the registered client (system) or OIDC client.
+    """
+
+    kind: IdentityKind
+    subject: str
+    scopes: ScopeSet = field(default_factory=ScopeSet)
+    client_id: str | None = None
+    patient_id: str | None = None
+    organization: str | None = None
+    practitioner: str | None = None
+    token_id: str | None = None
+    purpose: str | None = None
+
+    @property
+    def scope_context(self) -> str:
+        """The SMART scope context this identity's rights are expressed in."""
+        return {"patient": "patient", "system": "system", "user": "user", "operator": "system"}[
+            self.kind
+        ]
+
+    @property
+    def actor(self) -> str:
+        """A stable label of who acted, recorded as created_by and in audit events."""
+        return f"{self.kind}:{self.client_id or ''}:{self.subject}"
+
+    def allows(self, resource_type: str, interaction: Interaction) -> bool:
+        """Scope check for one interaction on one resource type."""
+        return self.scopes.allows(self.scope_context, resource_type, interaction)

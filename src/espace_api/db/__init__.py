@@ -1,0 +1,1 @@
+"""Database access: engine, schema, embedded server. All SQL lives under `storage/`."""

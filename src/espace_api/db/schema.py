@@ -1,0 +1,129 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations create them; code queries them.
+
+Every table of patient data carries `patient_id`, the compartment key that a sharded
+deployment distributes on (ARCHITECTURE.md principle 1). Resources outside any patient
+compartment (Practitioner, Organization) have a NULL `patient_id`.
+"""
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("resource_type", Text, primary_key=True),
+    Column("id", Text, primary_key=True),
+    Column("patient_id", Text, nullable=True),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("deleted", Boolean, nullable=False, server_default="false"),
+    Column("created_by", Text, nullable=True),
+    Column("content", JSONB, nullable=True),
+    Index("ix_resources_patient", "patient_id", "resource_type", "last_updated"),
+    Index("ix_resources_type_updated", "resource_type", "last_updated", "id"),
+)
+
+resource_versions = Table(
+    "resource_versions",
+    metadata,
+    Column("resource_type", Text, primary_key=True),
+    Column("id", Text, primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("patient_id", Text, nullable=True),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("deleted", Boolean, nullable=False, server_default="false"),
+    Column("method", Text, nullable=False),
+    Column("content", JSONB, nullable=True),
+    Index("ix_versions_type_updated", "resource_type", "last_updated"),
+    Index("ix_versions_updated", "last_updated"),
+    Index("ix_versions_patient", "patient_id", "last_updated"),
+)
+
+
+def _index_table(name: str, *value_columns: Column, extra: tuple[Index, ...] = ()) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("resource_type", Text, nullable=False),
+        Column("resource_id", Text, nullable=False),
+        Column("patient_id", Text, nullable=True),
+        Column("param", Text, nullable=False),
+        *value_columns,
+        Index(f"ix_{name}_resource", "resource_type", "resource_id"),
+        *extra,
+    )
+
+
+search_token = _index_table(
+    "search_token",
+    Column("system", Text, nullable=False, server_default=""),
+    Column("code", Text, nullable=False),
+    Column("text", Text, nullable=True),
+    extra=(
+        Index("ix_search_token_value", "resource_type", "param", "code", "system"),
+        Index("ix_search_token_patient", "patient_id", "resource_type", "param", "code"),
+    ),
+)
+
+search_string = _index_table(
+    "search_string",
+    Column("value", Text, nullable=False),
+    Column("exact", Text, nullable=False),
+    extra=(
+        Index(
+            "ix_search_string_value",
+            "resource_type",
+            "param",
+            "value",
+            postgresql_ops={"value": "text_pattern_ops"},
+        ),
+    ),
+)
+
+search_date = _index_table(
+    "search_date",
+    Column("low", DateTime(timezone=True), nullable=False),
+    Column("high", DateTime(timezone=True), nullable=False),
+    extra=(
+        Index("ix_search_date_low", "resource_type", "param", "low"),
+        Index("ix_search_date_patient", "patient_id", "resource_type", "param", "low"),
+    ),
+)
+
+search_reference = _index_table(
+    "search_reference",
+    Column("target_type", Text, nullable=True),
+    Column("target_id", Text, nullable=False),
+    extra=(Index("ix_search_reference_target", "param", "target_id", "target_type"),),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("recorded", DateTime(timezone=True), nullable=False),
+    Column("patient_id", Text, nullable=True),
+    Column("action", Text, nullable=False),
+    Column("subtype", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("agent_kind", Text, nullable=True),
+    Column("agent_sub", Text, nullable=True),
+    Column("client_id", Text, nullable=True),
+    Column("token_jti", Text, nullable=True),
+    Column("purpose", Text, nullable=True),
+    Column("resource_type", Text, nullable=True),
+    Column("resource_id", Text, nullable=True),
+    Column("query", Text, nullable=True),
+    Index("ix_audit_patient", "patient_id", "recorded"),
+)

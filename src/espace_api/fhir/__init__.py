@@ -1,0 +1,1 @@
+"""FHIR R4 mechanics: registry, validation, indexing, search, bundles, errors."""
