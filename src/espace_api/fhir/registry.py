@@ -1,0 +1,149 @@
+"""What the server implements, declared once: types, interactions, search parameters.
+
+Adding a resource type is one `ResourceType(...)` entry. The CapabilityStatement, the
+indexer, the search parser and the routes all read this registry.
+"""
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import BaseModel
+
+ParamType = Literal["token", "string", "date", "reference", "uri"]
+
+ALL_INTERACTIONS = frozenset(
+    {"read", "vread", "update", "delete", "history-instance", "create", "search-type"}
+)
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """A search parameter: its name, type and the element paths it indexes."""
+
+    name: str
+    type: ParamType
+    paths: tuple[str, ...]
+    description: str = ""
+    targets: tuple[str, ...] = ()  # for references: allowed target types (empty = any)
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """A resource type served by the API."""
+
+    name: str
+    params: tuple[SearchParam, ...] = ()
+    # Paths to the reference that puts an instance in a patient's compartment.
+    compartment: tuple[str, ...] = ()
+    interactions: frozenset[str] = ALL_INTERACTIONS
+    update_create: bool = False  # PUT with a client id may create
+    documentation: str = ""
+    by_name: dict[str, SearchParam] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_name.update({p.name: p for p in self.params})
+
+    @cached_property
+    def model(self) -> type[BaseModel]:
+        """The fhir.resources R4B model class."""
+        return get_fhir_model_class(self.name)  # type: ignore[no-any-return]
+
+    @property
+    def in_patient_compartment(self) -> bool:
+        return self.name == "Patient" or bool(self.compartment)
+
+
+def _p(name: str, type_: ParamType, *paths: str, targets: tuple[str, ...] = (), doc: str = ""):
+    return SearchParam(name, type_, tuple(paths), doc, targets)
+
+
+IDENTIFIER = _p("identifier", "token", "identifier", doc="Business identifier (system|value)")
+
+REGISTRY: dict[str, ResourceType] = {
+    rt.name: rt
+    for rt in (
+        ResourceType(
+            "Patient",
+            params=(
+                IDENTIFIER,
+                _p("family", "string", "name.family"),
+                _p("given", "string", "name.given"),
+                _p("name", "string", "name"),
+                _p("birthdate", "date", "birthDate"),
+                _p("gender", "token", "gender"),
+                _p("active", "token", "active"),
+            ),
+            documentation="A person holding a health space, known by INS.",
+        ),
+        ResourceType(
+            "DocumentReference",
+            params=(
+                _p("identifier", "token", "masterIdentifier", "identifier"),
+                _p("patient", "reference", "subject", targets=("Patient",)),
+                _p("subject", "reference", "subject"),
+                _p("type", "token", "type"),
+                _p("category", "token", "category"),
+                _p("date", "date", "date"),
+                _p("status", "token", "status"),
+                _p("author", "reference", "author"),
+                _p("relatesto", "reference", "relatesTo.target"),
+                _p("relation", "token", "relatesTo.code"),
+                _p("security-label", "token", "securityLabel"),
+                _p("period", "date", "context.period"),
+                _p("event", "token", "context.event"),
+                _p("facility", "token", "context.facilityType"),
+                _p("setting", "token", "context.practiceSetting"),
+                _p("related", "reference", "context.related"),
+                _p("format", "token", "content.format"),
+                _p("contenttype", "token", "content.attachment.contentType"),
+                _p("creation", "date", "content.attachment.creation"),
+                _p("custodian", "reference", "custodian"),
+            ),
+            compartment=("subject",),
+            documentation="Document metadata (IHE MHD).",
+        ),
+        ResourceType(
+            "Binary",
+            params=(_p("securitycontext", "reference", "securityContext"),),
+            compartment=("securityContext",),
+            documentation="Document content.",
+        ),
+        ResourceType(
+            "Consent",
+            params=(
+                IDENTIFIER,
+                _p("patient", "reference", "patient", targets=("Patient",)),
+                _p("status", "token", "status"),
+                _p("category", "token", "category"),
+                _p("scope", "token", "scope"),
+                _p("date", "date", "dateTime"),
+            ),
+            compartment=("patient",),
+            documentation="A patient's privacy choices.",
+        ),
+        ResourceType(
+            "Communication",
+            params=(
+                IDENTIFIER,
+                _p("subject", "reference", "subject"),
+                _p("patient", "reference", "subject", targets=("Patient",)),
+                _p("sender", "reference", "sender"),
+                _p("recipient", "reference", "recipient"),
+                _p("sent", "date", "sent"),
+                _p("received", "date", "received"),
+                _p("part-of", "reference", "partOf"),
+                _p("status", "token", "status"),
+                _p("category", "token", "category"),
+            ),
+            compartment=("subject",),
+            documentation="Secure messages between a patient and their care team.",
+        ),
+    )
+}
+
+
+def get_type(name: str) -> ResourceType | None:
+    """The registered resource type, or None."""
+    return REGISTRY.get(name)
