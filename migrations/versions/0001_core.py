@@ -109,7 +109,8 @@ CREATE TABLE search_reference (
         "CREATE INDEX ix_search_reference_resource ON search_reference (resource_type, resource_id)"
     )
     op.execute(
-        "CREATE INDEX ix_search_reference_target ON search_reference (param, target_id, target_type)"
+        "CREATE INDEX ix_search_reference_target ON search_reference "
+        "(param, target_id, target_type)"
     )
     op.execute(
         """
@@ -127,7 +128,8 @@ CREATE TABLE search_string (
         "CREATE INDEX ix_search_string_resource ON search_string (resource_type, resource_id)"
     )
     op.execute(
-        "CREATE INDEX ix_search_string_value ON search_string (resource_type, param, value text_pattern_ops)"
+        "CREATE INDEX ix_search_string_value ON search_string "
+        "(resource_type, param, value text_pattern_ops)"
     )
     op.execute(
         """
@@ -143,7 +145,8 @@ CREATE TABLE search_token (
 """
     )
     op.execute(
-        "CREATE INDEX ix_search_token_patient ON search_token (patient_id, resource_type, param, code)"
+        "CREATE INDEX ix_search_token_patient ON search_token "
+        "(patient_id, resource_type, param, code)"
     )
     op.execute("CREATE INDEX ix_search_token_resource ON search_token (resource_type, resource_id)")
     op.execute(

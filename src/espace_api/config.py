@@ -35,7 +35,34 @@ class Settings(BaseSettings):
         default="",
         description="JSON list of {issuer, audience, jwks_url, kind} for external OIDC",
     )
-    auth_allowed_algorithms: str = "RS384,ES384,RS256,ES256"
+    auth_allowed_algorithms: str = Field(
+        default="RS384,ES384,RS256,ES256",
+        description="JWT algorithms accepted on access tokens (asymmetric only; none/HS* never)",
+    )
+    auth_audience: str = Field(
+        default="", description="required `aud` of access tokens; empty -> base_url"
+    )
+    auth_signing_algorithm: str = Field(
+        default="ES384", description="algorithm of the built-in issuer's keys: ES384 or RS384"
+    )
+    auth_assertion_algorithms: str = Field(
+        default="RS384,ES384", description="algorithms accepted on client assertions"
+    )
+    auth_assertion_max_seconds: int = Field(
+        default=300, description="a client assertion's exp may be at most this far ahead"
+    )
+    auth_clock_skew_seconds: int = Field(
+        default=30, description="leeway on exp/nbf/iat against other machines' clocks"
+    )
+    auth_key_passphrase: str | None = Field(
+        default=None, description="encrypts the server's private keys stored in Postgres"
+    )
+    auth_jwks_min_refresh_seconds: int = Field(
+        default=30, description="an unknown kid re-fetches an OIDC JWKS at most this often"
+    )
+    auth_jwks_max_age_seconds: int = Field(
+        default=3600, description="an OIDC provider's JWKS is re-fetched after this age"
+    )
 
     # Documents (issue 4).
     blob_backend: str = Field(default="postgres", description="postgres | filesystem | s3")
@@ -44,6 +71,12 @@ class Settings(BaseSettings):
     s3_bucket: str = "espace-documents"
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    blob_sweep_grace_seconds: int = Field(
+        default=86400,
+        description="an unreferenced blob younger than this is kept (upload-to-commit window)",
+    )
+    blob_sweep_interval_seconds: int = Field(default=3600, description="sweeper period")
     allowed_content_types: str = (
         "application/pdf,text/plain,image/jpeg,image/png,application/xml,application/fhir+json"
     )

@@ -88,8 +88,11 @@ class Identity:
 
     @property
     def actor(self) -> str:
-        """A stable label of who acted, recorded as created_by and in audit events."""
-        return f"{self.kind}:{self.client_id or ''}:{self.subject}"
+        """Who acted, as stored in `created_by`: a machine client is one depositor whatever
+        professional it names; people are themselves."""
+        if self.kind == "system":
+            return f"system:{self.client_id or self.subject}"
+        return f"{self.kind}:{self.subject}"
 
     def allows(self, resource_type: str, interaction: Interaction) -> bool:
         """Scope check for one interaction on one resource type."""

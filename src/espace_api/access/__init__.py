@@ -1,0 +1,1 @@
+"""Access policy: who may see and change what, compiled into SQL."""

@@ -1,0 +1,96 @@
+"""Exception handlers: every error leaves as an OperationOutcome, never a stack trace."""
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException
+
+from espace_api.fhir.errors import FhirError, operation_outcome
+
+log = logging.getLogger("espace_api.errors")
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+HTTP_CODES = {
+    404: ("not-found", "NOT_FOUND"),
+    405: ("not-supported", "METHOD_NOT_ALLOWED"),
+    406: ("not-supported", "NOT_ACCEPTABLE"),
+    413: ("too-costly", "BODY_TOO_LARGE"),
+    415: ("not-supported", "UNSUPPORTED_MEDIA_TYPE"),
+}
+
+
+def outcome_response(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    """An OperationOutcome response."""
+    return Response(orjson.dumps(body), status, headers=headers, media_type=FHIR_JSON)
+
+
+async def _fhir_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return outcome_response(exc.status, exc.outcome(), exc.headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    issue_type, code = HTTP_CODES.get(exc.status_code, ("processing", f"HTTP_{exc.status_code}"))
+    message = exc.detail if isinstance(exc.detail, str) else "Request refused"
+    if exc.status_code == 404 and message == "Not Found":
+        message = "Unknown resource type or path"
+    return outcome_response(
+        exc.status_code, operation_outcome(issue_type, message, code), dict(exc.headers or {})
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return outcome_response(
+        400, operation_outcome("invalid", f"{where}: {first.get('msg')}", "BAD_REQUEST")
+    )
+
+
+async def _integrity_error(_: Request, exc: Exception) -> Response:
+    log.warning("integrity conflict: %s", type(exc).__name__)
+    return outcome_response(
+        409,
+        operation_outcome("conflict", "Concurrent change conflicts with this request", "CONFLICT"),
+    )
+
+
+async def _db_error(_: Request, exc: Exception) -> Response:
+    # Serialization failures and deadlocks are retryable conflicts; anything else is a 500.
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if sqlstate in ("40001", "40P01"):
+        return await _integrity_error(_, exc)
+    log.error("database error %s (sqlstate %s)", type(exc).__name__, sqlstate)
+    return _internal()
+
+
+def _internal() -> Response:
+    return outcome_response(
+        500, operation_outcome("exception", "Internal server error", "INTERNAL_ERROR")
+    )
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    # Log the type and where it happened only: messages may carry health data.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+    log.error("unhandled %s at %s", type(exc).__name__, where)
+    return _internal()
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on the application."""
+    app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DBAPIError, _db_error)
+    app.add_exception_handler(Exception, _unexpected)

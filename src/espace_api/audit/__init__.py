@@ -1,0 +1,1 @@
+"""Audit trail: every read and write of health data, written in the same transaction."""

@@ -1,0 +1,71 @@
+"""CapabilityStatement generated from the registry (never hand-maintained)."""
+
+from typing import Any
+
+from espace_api import __version__
+from espace_api.fhir.registry import REGISTRY
+from espace_api.fhir.search import SPECIAL
+
+SECURITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+SECURITY_TEXT = "SMART on FHIR v2 bearer tokens; see /.well-known/smart-configuration"
+
+INTERACTION_ORDER = ("read", "vread", "update", "delete", "history-instance", "create")
+
+
+def capability_statement(base_url: str, published: str) -> dict[str, Any]:
+    """The server's CapabilityStatement."""
+    resources = []
+    for rtype in REGISTRY.values():
+        params = [*SPECIAL.values(), *rtype.params]
+        resources.append(
+            {
+                "type": rtype.name,
+                "documentation": rtype.documentation,
+                "interaction": [
+                    {"code": code}
+                    for code in (*INTERACTION_ORDER, "search-type")
+                    if code in rtype.interactions
+                ],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": rtype.update_create,
+                "conditionalCreate": True,
+                "conditionalUpdate": False,
+                "conditionalDelete": "not-supported",
+                "referencePolicy": ["literal", "logical"],
+                "searchParam": [
+                    {"name": p.name, "type": p.type, "documentation": p.description} for p in params
+                ],
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": published,
+        "kind": "instance",
+        "software": {"name": "espace-api", "version": __version__},
+        "implementation": {"description": "espace-api FHIR R4 server", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": SECURITY_SYSTEM,
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ]
+                        }
+                    ],
+                    "description": SECURITY_TEXT,
+                },
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            }
+        ],
+    }

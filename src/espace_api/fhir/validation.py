@@ -1,0 +1,67 @@
+"""Parse and validate incoming resources with fhir.resources R4B models."""
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from espace_api.fhir.errors import FhirError
+from espace_api.fhir.registry import ResourceType
+
+MAX_ISSUES = 20
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a JSON body or raise 400."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise FhirError.bad_request(f"Body is not valid JSON: {exc}", "INVALID_JSON") from None
+
+
+def _expression(resource_type: str, loc: tuple[Any, ...]) -> str:
+    path = resource_type
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def validate(rtype: ResourceType, content: Any) -> dict[str, Any]:
+    """Validate a resource dict; return its canonical FHIR JSON form as a dict.
+
+    Structural errors (unknown element, wrong datatype, bad format) -> 400 OperationOutcome
+    with one issue per problem, each naming the element (FHIRPath-like expression).
+    """
+    if not isinstance(content, dict):
+        raise FhirError.bad_request("A resource must be a JSON object", "INVALID_RESOURCE")
+    if content.get("resourceType") != rtype.name:
+        raise FhirError.bad_request(
+            f"resourceType must be '{rtype.name}'",
+            "WRONG_RESOURCE_TYPE",
+            expression=["resourceType"],
+        )
+    try:
+        model = rtype.model.model_validate(content)
+    except ValidationError as exc:
+        errors = exc.errors()[:MAX_ISSUES]
+        issues = [
+            {
+                "severity": "error",
+                "code": "structure" if e["type"] == "extra_forbidden" else "value",
+                "diagnostics": f"{_expression(rtype.name, e['loc'])}: {e['msg']}",
+                "expression": [_expression(rtype.name, e["loc"])],
+            }
+            for e in errors
+        ]
+        first = issues[0]
+        raise FhirError(
+            400,
+            "INVALID_RESOURCE",
+            first["diagnostics"],
+            issue_type=first["code"],
+            expression=first["expression"],
+            extra_issues=issues[1:],
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise FhirError.bad_request(f"Invalid {rtype.name}: {exc}", "INVALID_RESOURCE") from None
+    return orjson.loads(model.model_dump_json())  # type: ignore[no-any-return]

@@ -1,0 +1,67 @@
+"""Application factory."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from espace_api import __version__
+from espace_api.api import errors, fhir_routes
+from espace_api.auth import routes as auth_routes
+from espace_api.auth import setup as auth_setup
+from espace_api.clock import Clock
+from espace_api.config import Settings, get_settings
+from espace_api.db.embedded import ensure_database_url
+from espace_api.db.engine import make_engine
+
+DESCRIPTION = """FHIR R4 REST API of a patient-controlled health-document vault.
+
+Content type `application/fhir+json`. Every route except `/metadata`, `/.well-known/*`,
+`/auth/token`, health probes and docs needs a SMART on FHIR bearer token.
+Errors are `OperationOutcome` resources whose `issue.details.coding.code` is a stable code.
+"""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """Build the application; the database engine is created at start-up."""
+    settings = settings or get_settings()
+    clock = clock or Clock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = await asyncio.to_thread(ensure_database_url, settings.database_url, settings.data_dir)
+        app.state.settings = settings.model_copy(update={"database_url": url})
+        app.state.engine = make_engine(app.state.settings)
+        app.state.clock = clock
+        app.state.started = clock.now()
+        await auth_setup.install(app)
+        try:
+            yield
+        finally:
+            await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="espace-api",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+
+    @app.get("/healthz", tags=["ops"], summary="liveness probe")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", tags=["ops"], summary="readiness probe (database reachable)")
+    async def readyz() -> JSONResponse:
+        async with app.state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return JSONResponse({"status": "ready"})
+
+    app.include_router(auth_routes.router)
+    app.include_router(fhir_routes.router)
+    return app

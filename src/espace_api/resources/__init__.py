@@ -1,0 +1,1 @@
+"""The resource service: FHIR interactions as plain async functions over a connection."""

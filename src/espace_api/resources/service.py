@@ -1,0 +1,420 @@
+"""FHIR interactions: create, read, vread, update, delete, history, search.
+
+Every function takes an open connection (inside a transaction the caller owns), the
+caller's Identity and the resource type; it applies the access policy, writes audit
+events and returns a Result. No HTTP here: transactions and tests call it directly.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from sqlalchemy import ColumnElement, Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from espace_api.access import policy
+from espace_api.audit import recorder
+from espace_api.auth.identity import Identity
+from espace_api.clock import Clock
+from espace_api.config import Settings
+from espace_api.db.schema import resource_versions, resources
+from espace_api.fhir import bundles, indexing
+from espace_api.fhir.errors import FhirError
+from espace_api.fhir.registry import REGISTRY, ResourceType
+from espace_api.fhir.search import SearchRequest, parse_search
+from espace_api.fhir.validation import validate
+from espace_api.fhir.values import date_range, format_instant
+from espace_api.resources.results import Result, meta_for, version_headers
+from espace_api.storage import repository, search_sql
+from espace_api.storage.repository import NewVersion, StoredRow
+
+
+@dataclass
+class Context:
+    """Everything a service call needs besides its arguments."""
+
+    conn: AsyncConnection
+    identity: Identity
+    settings: Settings
+    clock: Clock
+
+    def policy(self, rtype: ResourceType, table: Table = resources) -> ColumnElement[bool]:
+        return policy.visible(self.identity, rtype, table)
+
+    @property
+    def base(self) -> str:
+        return self.settings.base_url
+
+
+def _result(row: StoredRow, status: int = 200) -> Result:
+    return Result(
+        status,
+        row.json,
+        resource_type=row.resource_type,
+        id=row.id,
+        version_id=row.version_id,
+        last_updated=row.last_updated,
+    )
+
+
+def parse_etag(value: str) -> int:
+    """`W/"3"` (or `"3"`, `3`) -> 3; 400 otherwise."""
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise FhirError.bad_request(f"Invalid ETag '{value}'", "INVALID_ETAG")
+    return int(text)
+
+
+# ---------------------------------------------------------------- reads
+
+
+async def read(ctx: Context, rtype: ResourceType, id_: str) -> Result:
+    """read: 404 when absent or not visible, 410 when deleted."""
+    policy.require_scope(ctx.identity, rtype, "r")
+    row = await repository.get_current(ctx.conn, rtype.name, id_, ctx.policy(rtype))
+    if row is None:
+        raise FhirError.not_found(f"{rtype.name}/{id_} not found")
+    if row.deleted:
+        raise FhirError.gone(f"{rtype.name}/{id_} was deleted")
+    await recorder.record(
+        ctx.conn,
+        ctx.clock,
+        ctx.identity,
+        "read",
+        resource_type=rtype.name,
+        resource_id=id_,
+        patient_ids=[row.patient_id],
+    )
+    return version_headers(_result(row), ctx.base)
+
+
+async def vread(ctx: Context, rtype: ResourceType, id_: str, version: str) -> Result:
+    """vread: one version; 410 for a deletion version."""
+    policy.require_scope(ctx.identity, rtype, "r")
+    if not version.isdigit():
+        raise FhirError.not_found(f"{rtype.name}/{id_}/_history/{version} not found")
+    row = await repository.get_version(
+        ctx.conn, rtype.name, id_, int(version), ctx.policy(rtype, resource_versions)
+    )
+    if row is None:
+        raise FhirError.not_found(f"{rtype.name}/{id_}/_history/{version} not found")
+    if row.deleted:
+        raise FhirError.gone(f"{rtype.name}/{id_}/_history/{version} is a deletion")
+    await recorder.record(
+        ctx.conn,
+        ctx.clock,
+        ctx.identity,
+        "vread",
+        resource_type=rtype.name,
+        resource_id=id_,
+        patient_ids=[row.patient_id],
+    )
+    return version_headers(_result(row), ctx.base)
+
+
+# ---------------------------------------------------------------- writes
+
+
+async def _prepare(
+    ctx: Context, rtype: ResourceType, body: Any, id_: str, version_id: int, now: datetime
+) -> tuple[dict[str, Any], str | None]:
+    """Validate, resolve conditional references, stamp id/meta, check write rules."""
+    content = validate(rtype, body)
+    await resolve_conditional_references(ctx, content)
+    content["id"] = id_
+    content["meta"] = {**content.get("meta", {}), **meta_for(version_id, now)}
+    patient_id = indexing.compartment_patient(rtype, content)
+    policy.check_write(ctx.identity, rtype, patient_id, content)
+    if patient_id is not None and rtype.name != "Patient":
+        patient = await repository.get_current(
+            ctx.conn, "Patient", patient_id, ctx.policy(REGISTRY["Patient"])
+        )
+        if patient is None or patient.deleted:
+            raise FhirError.unprocessable(
+                f"Patient/{patient_id} does not exist", "REFERENCE_NOT_FOUND"
+            )
+    return content, patient_id
+
+
+async def resolve_conditional_references(ctx: Context, content: dict[str, Any]) -> None:
+    """Rewrite `Type?search` references to `Type/id` (exactly one match, else 412/422)."""
+    for ref in indexing.references_in(content):
+        target, sep, query = ref["reference"].partition("?")
+        if not sep:
+            continue
+        rtype = REGISTRY.get(target)
+        if rtype is None:
+            raise FhirError.unprocessable(
+                f"Unknown type in conditional reference '{ref['reference']}'", "INVALID_REFERENCE"
+            )
+        ids = await match_ids(ctx, rtype, query, limit=2)
+        if len(ids) != 1:
+            raise (
+                FhirError.precondition(
+                    f"Conditional reference '{ref['reference']}' matches several resources",
+                    "AMBIGUOUS_REFERENCE",
+                )
+                if ids
+                else FhirError.unprocessable(
+                    f"Conditional reference '{ref['reference']}' matches nothing",
+                    "REFERENCE_NOT_FOUND",
+                )
+            )
+        ref["reference"] = f"{target}/{ids[0]}"
+
+
+async def match_ids(ctx: Context, rtype: ResourceType, query: str, limit: int) -> list[str]:
+    """Ids of visible resources matching a query string (for conditional interactions)."""
+    params = parse_qsl(query, keep_blank_values=True)
+    req = parse_search(rtype, params, strict=True, max_count=limit)
+    if not req.criteria:
+        raise FhirError.bad_request("A conditional interaction needs search criteria")
+    req.count, req.sort = limit, []
+    page, _ = search_sql.search_statements(req, lambda t: ctx.policy(rtype, t))
+    return await repository.find_ids(ctx.conn, page)
+
+
+async def _write(
+    ctx: Context,
+    rtype: ResourceType,
+    content: dict[str, Any] | None,
+    patient_id: str | None,
+    id_: str,
+    version_id: int,
+    now: datetime,
+    method: str,
+) -> Result:
+    new = NewVersion(
+        rtype.name, id_, version_id, now, patient_id, content, method, ctx.identity.actor
+    )
+    index = indexing.extract(rtype, content) if content is not None else None
+    await repository.write_version(ctx.conn, new, index)
+    subtype = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}[method]
+    await recorder.record(
+        ctx.conn,
+        ctx.clock,
+        ctx.identity,
+        subtype,
+        resource_type=rtype.name,
+        resource_id=id_,
+        patient_ids=[patient_id],
+    )
+    json = orjson.dumps(content).decode() if content is not None else None
+    return Result(
+        201 if version_id == 1 else 200,
+        json,
+        resource_type=rtype.name,
+        id=id_,
+        version_id=version_id,
+        last_updated=now,
+    )
+
+
+async def create(
+    ctx: Context,
+    rtype: ResourceType,
+    body: Any,
+    *,
+    if_none_exist: str | None = None,
+    id_: str | None = None,
+) -> Result:
+    """create (optionally conditional): 201, or 200 with the one existing match."""
+    policy.require_scope(ctx.identity, rtype, "c")
+    if if_none_exist:
+        ids = await match_ids(ctx, rtype, if_none_exist, limit=2)
+        if len(ids) > 1:
+            raise FhirError.precondition(
+                "If-None-Exist matches several resources", "AMBIGUOUS_MATCH"
+            )
+        if ids:
+            row = await repository.get_current(ctx.conn, rtype.name, ids[0], ctx.policy(rtype))
+            assert row is not None  # matched under the same policy in this transaction
+            return version_headers(_result(row, 200), ctx.base, location=True)
+    now = ctx.clock.now()
+    new_id = id_ or ctx.clock.ids()
+    content, patient_id = await _prepare(ctx, rtype, body, new_id, 1, now)
+    result = await _write(ctx, rtype, content, patient_id, new_id, 1, now, "POST")
+    return version_headers(result, ctx.base, location=True)
+
+
+async def update(
+    ctx: Context, rtype: ResourceType, id_: str, body: Any, *, if_match: str | None = None
+) -> Result:
+    """update (PUT): optimistic locking with If-Match; update-as-create where allowed."""
+    policy.require_scope(ctx.identity, rtype, "u")
+    if isinstance(body, dict) and body.get("id") != id_:
+        raise FhirError.bad_request(
+            "Resource id must be present and equal the id in the URL",
+            "ID_MISMATCH",
+            expression=[f"{rtype.name}.id"],
+        )
+    expected = parse_etag(if_match) if if_match else None
+    current = await repository.get_current(
+        ctx.conn, rtype.name, id_, ctx.policy(rtype), for_update=True
+    )
+    if current is None:
+        if expected is not None or not rtype.update_create:
+            raise FhirError.not_found(f"{rtype.name}/{id_} not found")
+        if await repository.exists_any(ctx.conn, rtype.name, id_):
+            raise FhirError.not_found(f"{rtype.name}/{id_} not found")
+        return await create(ctx, rtype, body, id_=id_)
+    if expected is not None and (current.deleted or expected != current.version_id):
+        raise FhirError.precondition(
+            f"If-Match {if_match} does not match current version {current.version_id}",
+            "VERSION_CONFLICT",
+        )
+    now = ctx.clock.now()
+    version = current.version_id + 1
+    content, patient_id = await _prepare(ctx, rtype, body, id_, version, now)
+    result = await _write(ctx, rtype, content, patient_id, id_, version, now, "PUT")
+    return version_headers(result, ctx.base, content_location=True)
+
+
+async def delete(ctx: Context, rtype: ResourceType, id_: str) -> Result:
+    """delete: a tombstone version; read then answers 410, history keeps the versions."""
+    policy.require_scope(ctx.identity, rtype, "d")
+    current = await repository.get_current(
+        ctx.conn, rtype.name, id_, ctx.policy(rtype), for_update=True
+    )
+    if current is None:
+        raise FhirError.not_found(f"{rtype.name}/{id_} not found")
+    if current.deleted:
+        return Result(204, resource_type=rtype.name, id=id_, version_id=current.version_id)
+    now = ctx.clock.now()
+    result = await _write(
+        ctx, rtype, None, current.patient_id, id_, current.version_id + 1, now, "DELETE"
+    )
+    result.status = 204
+    return version_headers(result, ctx.base)
+
+
+# ---------------------------------------------------------------- history and search
+
+
+async def history(
+    ctx: Context,
+    rtype: ResourceType,
+    id_: str,
+    params: list[tuple[str, str]],
+) -> Result:
+    """Instance history, newest first, as a history Bundle."""
+    policy.require_scope(ctx.identity, rtype, "r")
+    current = await repository.get_current(ctx.conn, rtype.name, id_, ctx.policy(rtype))
+    if current is None:
+        raise FhirError.not_found(f"{rtype.name}/{id_} not found")
+    query = dict(params)
+    count = min(
+        int(query.get("_count", ctx.settings.default_page_size)), ctx.settings.max_page_size
+    )
+    offset = int(query.get("_offset", 0))
+    since = date_range(query["_since"])[0] if "_since" in query else None
+    rows, total = await repository.history(
+        ctx.conn,
+        resource_type=rtype.name,
+        id_=id_,
+        since=since,
+        count=count,
+        offset=offset,
+        policy=ctx.policy(rtype, resource_versions),
+    )
+    await recorder.record(
+        ctx.conn,
+        ctx.clock,
+        ctx.identity,
+        "history",
+        resource_type=rtype.name,
+        resource_id=id_,
+        patient_ids=[current.patient_id],
+    )
+    base = f"{ctx.base}/{rtype.name}/{id_}/_history"
+    kept = [(k, v) for k, v in params if k in ("_since",)]
+    entries = [history_entry(ctx.base, row) for row in rows]
+    body = bundles.bundle(
+        "history",
+        entries,
+        total=total,
+        links=bundles.page_links(base, kept, offset, count, total, len(rows)),
+        bundle_id=ctx.clock.ids(),
+        timestamp=format_instant(ctx.clock.now()),
+    )
+    return Result(200, body)
+
+
+def history_entry(base: str, row: StoredRow) -> bundles.Entry:
+    """One history entry: resource (unless deleted), request and response."""
+    method = row.method or ("DELETE" if row.deleted else "PUT")
+    url = f"{row.resource_type}/{row.id}" if method != "POST" else row.resource_type
+    status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
+    return bundles.Entry(
+        full_url=f"{base}/{row.resource_type}/{row.id}",
+        json=None if row.deleted else row.json,
+        request={"method": method, "url": url},
+        response={
+            "status": status,
+            "etag": f'W/"{row.version_id}"',
+            "lastModified": format_instant(row.last_updated),
+        },
+    )
+
+
+async def search(
+    ctx: Context,
+    rtype: ResourceType,
+    params: list[tuple[str, str]],
+    *,
+    strict: bool = False,
+) -> Result:
+    """Type search: a searchset Bundle with total and paging links."""
+    policy.require_scope(ctx.identity, rtype, "s")
+    req = parse_search(
+        rtype,
+        params,
+        strict=strict,
+        default_count=ctx.settings.default_page_size,
+        max_count=ctx.settings.max_page_size,
+    )
+    policy.check_system_patient_search(ctx.identity, rtype, {c.param.name for c in req.criteria})
+    return await run_search(ctx, req)
+
+
+async def run_search(ctx: Context, req: SearchRequest) -> Result:
+    """Execute a parsed search and render the searchset Bundle."""
+    rtype = req.rtype
+    page, count_stmt = search_sql.search_statements(req, lambda t: ctx.policy(rtype, t))
+    summary_count = req.summary == "count"
+    if summary_count:
+        rows, total = [], (await repository.run_search(ctx.conn, page.limit(0), count_stmt))[1]
+    else:
+        rows, total = await repository.run_search(
+            ctx.conn, page, None if req.total == "none" else count_stmt
+        )
+    patients = [p for _, _, p in rows] or [ctx.identity.patient_id]
+    await recorder.record(
+        ctx.conn,
+        ctx.clock,
+        ctx.identity,
+        "search",
+        resource_type=rtype.name,
+        patient_ids=patients,
+        query="&".join(f"{k}={v}" for k, v in req.used),
+    )
+    entries = [
+        bundles.Entry(f"{ctx.base}/{rtype.name}/{id_}", json, "match") for id_, json, _ in rows
+    ]
+    links = bundles.page_links(
+        f"{ctx.base}/{rtype.name}", req.used, req.offset, req.count, total, len(rows)
+    )
+    body = bundles.bundle(
+        "searchset",
+        entries,
+        total=total,
+        links=links,
+        bundle_id=ctx.clock.ids(),
+        timestamp=format_instant(ctx.clock.now()),
+    )
+    return Result(200, body)

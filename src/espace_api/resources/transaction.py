@@ -1,0 +1,216 @@
+"""Batch and transaction Bundles (POST /).
+
+A transaction runs every entry in the caller's single database transaction: any failure
+raises and nothing is written. A batch runs each entry in its own savepoint and reports
+per-entry outcomes. `urn:uuid:` fullUrls of created entries are resolved to their new ids
+in every reference before any entry is processed.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from espace_api.fhir import bundles
+from espace_api.fhir.errors import FhirError
+from espace_api.fhir.indexing import references_in
+from espace_api.fhir.registry import REGISTRY, ResourceType
+from espace_api.fhir.values import format_instant
+from espace_api.resources import service
+from espace_api.resources.results import Result
+from espace_api.resources.service import Context
+
+# FHIR transaction processing order: DELETE, POST, PUT/PATCH, GET/HEAD.
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+MAX_ENTRIES = 1000
+
+
+@dataclass
+class Entry:
+    """One parsed request entry."""
+
+    index: int
+    method: str
+    rtype: ResourceType
+    id: str | None
+    version: str | None
+    query: str
+    resource: Any
+    full_url: str | None
+    if_none_exist: str | None
+    if_match: str | None
+
+
+def _fail(index: int, exc: FhirError) -> FhirError:
+    exc.message = f"Bundle.entry[{index}]: {exc.message}"
+    if exc.expression is None:
+        exc.expression = [f"Bundle.entry[{index}]"]
+    return exc
+
+
+def _parse_entry(index: int, raw: Any) -> Entry:
+    if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+        raise FhirError.bad_request("entry.request is required", "INVALID_BUNDLE")
+    request = raw["request"]
+    method = str(request.get("method", "")).upper()
+    if method not in ORDER:
+        raise FhirError.bad_request(
+            f"Unsupported entry.request.method '{method}'", "INVALID_BUNDLE"
+        )
+    url = str(request.get("url", ""))
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.strip("/").split("/") if s]
+    if not segments or segments[0] not in REGISTRY:
+        raise FhirError.bad_request(f"Unsupported entry.request.url '{url}'", "INVALID_BUNDLE")
+    rtype = REGISTRY[segments[0]]
+    id_ = segments[1] if len(segments) > 1 else None
+    version = segments[3] if len(segments) > 3 and segments[2] == "_history" else None
+    resource = raw.get("resource")
+    if method in ("POST", "PUT") and not isinstance(resource, dict):
+        raise FhirError.bad_request(f"{method} entry needs a resource", "INVALID_BUNDLE")
+    return Entry(
+        index,
+        method,
+        rtype,
+        id_,
+        version,
+        parts.query,
+        resource,
+        raw.get("fullUrl"),
+        request.get("ifNoneExist"),
+        request.get("ifMatch"),
+    )
+
+
+async def _assign_ids(ctx: Context, entries: list[Entry]) -> dict[str, str]:
+    """Map each created entry's fullUrl (urn:uuid:...) to its future `Type/id`."""
+    mapping: dict[str, str] = {}
+    for entry in entries:
+        if entry.method != "POST" or not entry.full_url:
+            continue
+        if entry.if_none_exist:
+            ids = await service.match_ids(ctx, entry.rtype, entry.if_none_exist, limit=2)
+            if len(ids) == 1:
+                mapping[entry.full_url] = f"{entry.rtype.name}/{ids[0]}"
+                continue
+        entry.id = ctx.clock.ids()
+        mapping[entry.full_url] = f"{entry.rtype.name}/{entry.id}"
+    return mapping
+
+
+def _rewrite(entries: list[Entry], mapping: dict[str, str]) -> None:
+    for entry in entries:
+        if isinstance(entry.resource, dict):
+            for ref in references_in(entry.resource):
+                if ref["reference"] in mapping:
+                    ref["reference"] = mapping[ref["reference"]]
+                elif ref["reference"].startswith("urn:uuid:"):
+                    raise _fail(
+                        entry.index,
+                        FhirError.unprocessable(
+                            f"Reference '{ref['reference']}' matches no entry in the Bundle",
+                            "REFERENCE_NOT_FOUND",
+                        ),
+                    )
+
+
+async def _execute(ctx: Context, entry: Entry) -> Result:
+    rtype = entry.rtype
+    if entry.method == "POST":
+        if entry.id is None:  # conditional create that matched, or no fullUrl
+            return await service.create(
+                ctx, rtype, entry.resource, if_none_exist=entry.if_none_exist
+            )
+        return await service.create(
+            ctx, rtype, entry.resource, if_none_exist=entry.if_none_exist, id_=entry.id
+        )
+    if entry.method == "PUT":
+        if entry.id is None:
+            raise FhirError.bad_request("PUT entry needs Type/id in request.url", "INVALID_BUNDLE")
+        return await service.update(ctx, rtype, entry.id, entry.resource, if_match=entry.if_match)
+    if entry.method == "DELETE":
+        if entry.id is None:
+            raise FhirError.bad_request("DELETE entry needs Type/id", "INVALID_BUNDLE")
+        return await service.delete(ctx, rtype, entry.id)
+    if entry.method == "PATCH":
+        raise FhirError(
+            405, "NOT_SUPPORTED", "PATCH entries are not supported yet", issue_type="not-supported"
+        )
+    if entry.id and entry.version:
+        return await service.vread(ctx, rtype, entry.id, entry.version)
+    if entry.id:
+        return await service.read(ctx, rtype, entry.id)
+    return await service.search(ctx, rtype, parse_qsl(entry.query, keep_blank_values=True))
+
+
+def _response_entry(ctx: Context, result: Result) -> bundles.Entry:
+    status = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}.get(
+        result.status, str(result.status)
+    )
+    response: dict[str, Any] = {"status": status}
+    full_url = None
+    if result.id and result.resource_type:
+        full_url = f"{ctx.base}/{result.resource_type}/{result.id}"
+        if result.version_id is not None:
+            response["location"] = f"{full_url}/_history/{result.version_id}"
+            response["etag"] = f'W/"{result.version_id}"'
+    if result.last_updated is not None:
+        response["lastModified"] = format_instant(result.last_updated)
+    json = result.json.decode() if isinstance(result.json, bytes) else result.json
+    return bundles.Entry(full_url, json=json, response=response)
+
+
+def _error_entry(exc: FhirError) -> bundles.Entry:
+    return bundles.Entry(None, response={"status": str(exc.status), "outcome": exc.outcome()})
+
+
+async def process(ctx: Context, body: Any) -> Result:
+    """Process a batch or transaction Bundle and return the response Bundle."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise FhirError.bad_request("Expected a Bundle", "INVALID_BUNDLE")
+    kind = body.get("type")
+    if kind not in ("batch", "transaction"):
+        raise FhirError.bad_request("Bundle.type must be batch or transaction", "INVALID_BUNDLE")
+    raw_entries = body.get("entry") or []
+    if not isinstance(raw_entries, list) or len(raw_entries) > MAX_ENTRIES:
+        raise FhirError.bad_request(f"Bundle.entry must be a list of at most {MAX_ENTRIES}")
+    if kind == "transaction":
+        return await _transaction(ctx, raw_entries)
+    return await _batch(ctx, raw_entries)
+
+
+async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
+    entries = []
+    for i, raw in enumerate(raw_entries):
+        try:
+            entries.append(_parse_entry(i, raw))
+        except FhirError as exc:
+            raise _fail(i, exc) from None
+    mapping = await _assign_ids(ctx, entries)
+    _rewrite(entries, mapping)
+    results: dict[int, Result] = {}
+    for entry in sorted(entries, key=lambda e: ORDER[e.method]):
+        try:
+            results[entry.index] = await _execute(ctx, entry)
+        except FhirError as exc:
+            raise _fail(entry.index, exc) from None
+    out = [_response_entry(ctx, results[e.index]) for e in entries]
+    return Result(200, bundles.bundle("transaction-response", out, bundle_id=ctx.clock.ids()))
+
+
+async def _batch(ctx: Context, raw_entries: list[Any]) -> Result:
+    out: list[bundles.Entry] = []
+    for i, raw in enumerate(raw_entries):
+        try:
+            entry = _parse_entry(i, raw)
+            if isinstance(entry.resource, dict) and any(
+                r["reference"].startswith("urn:uuid:") for r in references_in(entry.resource)
+            ):
+                raise FhirError.bad_request(
+                    "urn:uuid references between batch entries are not allowed; use a transaction"
+                )
+            async with ctx.conn.begin_nested():
+                result = await _execute(ctx, entry)
+            out.append(_response_entry(ctx, result))
+        except FhirError as exc:
+            out.append(_error_entry(_fail(i, exc)))
+    return Result(200, bundles.bundle("batch-response", out, bundle_id=ctx.clock.ids()))

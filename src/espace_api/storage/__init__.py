@@ -1,0 +1,1 @@
+"""The SQL layer: every query of the database lives in this package."""

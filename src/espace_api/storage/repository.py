@@ -1,0 +1,252 @@
+"""Resource persistence: current rows, version history, search indexes, in SQL only.
+
+Callers pass an open connection inside a transaction; nothing here commits.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Table, Text, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from espace_api.db.schema import (
+    resource_versions,
+    resources,
+    search_date,
+    search_reference,
+    search_string,
+    search_token,
+)
+from espace_api.fhir.indexing import IndexRows
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One stored version: JSON text stays text (read path never re-parses it)."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    patient_id: str | None
+    json: str | None
+    created_by: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A version about to be written."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    patient_id: str | None
+    content: dict[str, Any] | None  # None for a deletion
+    method: str
+    created_by: str | None = None
+
+
+def _row(m: Any, resource_type: str, id_: str) -> StoredRow:
+    return StoredRow(
+        resource_type,
+        id_,
+        m.version_id,
+        m.last_updated,
+        m.deleted,
+        m.patient_id,
+        m.json,
+        getattr(m, "created_by", None),
+    )
+
+
+async def get_current(
+    conn: AsyncConnection,
+    resource_type: str,
+    id_: str,
+    policy: ColumnElement[bool],
+    *,
+    for_update: bool = False,
+) -> StoredRow | None:
+    """The current row (maybe a tombstone) if it exists and the policy lets it be seen."""
+    r = resources
+    stmt = select(
+        r.c.version_id,
+        r.c.last_updated,
+        r.c.deleted,
+        r.c.patient_id,
+        r.c.created_by,
+        r.c.content.cast(Text).label("json"),
+    ).where(r.c.resource_type == resource_type, r.c.id == id_, policy)
+    if for_update:
+        stmt = stmt.with_for_update()
+    m = (await conn.execute(stmt)).first()
+    return _row(m, resource_type, id_) if m else None
+
+
+async def exists_any(conn: AsyncConnection, resource_type: str, id_: str) -> bool:
+    """Whether the id is taken, whoever may see it (to refuse create-over-hidden)."""
+    r = resources
+    stmt = select(r.c.version_id).where(r.c.resource_type == resource_type, r.c.id == id_)
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def get_version(
+    conn: AsyncConnection, resource_type: str, id_: str, version_id: int, policy: Any
+) -> StoredRow | None:
+    """One historical version, if visible under `policy` (a predicate on the versions table)."""
+    v = resource_versions
+    stmt = select(
+        v.c.version_id,
+        v.c.last_updated,
+        v.c.deleted,
+        v.c.patient_id,
+        v.c.content.cast(Text).label("json"),
+    ).where(
+        v.c.resource_type == resource_type,
+        v.c.id == id_,
+        v.c.version_id == version_id,
+        policy,
+    )
+    m = (await conn.execute(stmt)).first()
+    return _row(m, resource_type, id_) if m else None
+
+
+async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows | None) -> None:
+    """Insert or replace the current row, append history, and rewrite the indexes."""
+    values = {
+        "version_id": new.version_id,
+        "last_updated": new.last_updated,
+        "patient_id": new.patient_id,
+        "deleted": new.content is None,
+        "content": new.content,
+    }
+    if new.version_id == 1:
+        await conn.execute(
+            insert(resources).values(
+                resource_type=new.resource_type,
+                id=new.id,
+                created_by=new.created_by,
+                **values,
+            )
+        )
+    else:
+        await conn.execute(
+            update(resources)
+            .where(resources.c.resource_type == new.resource_type, resources.c.id == new.id)
+            .values(**values)
+        )
+        await delete_indexes(conn, new.resource_type, new.id)
+    await conn.execute(
+        insert(resource_versions).values(
+            resource_type=new.resource_type, id=new.id, method=new.method, **values
+        )
+    )
+    if index is not None:
+        await insert_indexes(conn, new.resource_type, new.id, new.patient_id, index)
+
+
+async def delete_indexes(conn: AsyncConnection, resource_type: str, id_: str) -> None:
+    """Remove every index row of a resource."""
+    for table in (search_token, search_string, search_date, search_reference):
+        await conn.execute(
+            delete(table).where(table.c.resource_type == resource_type, table.c.resource_id == id_)
+        )
+
+
+async def insert_indexes(
+    conn: AsyncConnection,
+    resource_type: str,
+    id_: str,
+    patient_id: str | None,
+    index: IndexRows,
+) -> None:
+    """Insert a resource's index rows (one multi-row statement per table)."""
+    key = {"resource_type": resource_type, "resource_id": id_, "patient_id": patient_id}
+    batches: list[tuple[Table, list[dict[str, Any]]]] = [
+        (
+            search_token,
+            [{**key, "param": p, "system": s, "code": c, "text": t} for p, s, c, t in index.tokens],
+        ),
+        (
+            search_string,
+            [{**key, "param": p, "value": v, "exact": e} for p, v, e in index.strings],
+        ),
+        (search_date, [{**key, "param": p, "low": lo, "high": hi} for p, lo, hi in index.dates]),
+        (
+            search_reference,
+            [{**key, "param": p, "target_type": t, "target_id": i} for p, t, i in index.references],
+        ),
+    ]
+    for table, rows in batches:
+        if rows:
+            await conn.execute(insert(table).values(rows))
+
+
+async def history(
+    conn: AsyncConnection,
+    *,
+    resource_type: str | None,
+    id_: str | None,
+    since: datetime | None,
+    count: int,
+    offset: int,
+    policy: ColumnElement[bool],
+) -> tuple[list[StoredRow], int]:
+    """Versions newest first (instance, type or system level), and their total."""
+    v = resource_versions
+    where = [policy]
+    if resource_type:
+        where.append(v.c.resource_type == resource_type)
+    if id_:
+        where.append(v.c.id == id_)
+    if since:
+        where.append(v.c.last_updated >= since)
+    stmt = (
+        select(
+            v.c.resource_type,
+            v.c.id,
+            v.c.version_id,
+            v.c.last_updated,
+            v.c.deleted,
+            v.c.patient_id,
+            v.c.method,
+            v.c.content.cast(Text).label("json"),
+        )
+        .where(*where)
+        .order_by(v.c.last_updated.desc(), v.c.version_id.desc())
+        .limit(count)
+        .offset(offset)
+    )
+    rows = [
+        StoredRow(
+            m.resource_type,
+            m.id,
+            m.version_id,
+            m.last_updated,
+            m.deleted,
+            m.patient_id,
+            m.json,
+            method=m.method,
+        )
+        for m in await conn.execute(stmt)
+    ]
+    total = (await conn.execute(select(func.count()).select_from(v).where(*where))).scalar_one()
+    return rows, total
+
+
+async def run_search(
+    conn: AsyncConnection, page: Select, count: Select | None
+) -> tuple[list[tuple[str, str, str | None]], int | None]:
+    """Execute compiled search statements: [(id, json, patient_id)], total."""
+    rows = [(m[0], m[1], m[2]) for m in await conn.execute(page)]
+    total = (await conn.execute(count)).scalar_one() if count is not None else None
+    return rows, total
+
+
+async def find_ids(conn: AsyncConnection, page: Select) -> list[str]:
+    """Ids matched by a compiled search (conditional interactions)."""
+    return [m[0] for m in await conn.execute(page)]

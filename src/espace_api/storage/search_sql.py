@@ -1,0 +1,229 @@
+"""Compile a parsed SearchRequest into SQL over the index tables (never JSON paths)."""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    Text,
+    and_,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+)
+
+from espace_api.db.schema import (
+    resources,
+    search_date,
+    search_reference,
+    search_string,
+    search_token,
+)
+from espace_api.fhir.search import DATE_PREFIXES, Criterion, SearchRequest
+from espace_api.fhir.values import date_range, normalize_string, split_reference
+
+PolicyFn = Callable[[Table], ColumnElement[bool]]
+
+INDEX_TABLES: dict[str, Table] = {
+    "token": search_token,
+    "string": search_string,
+    "uri": search_string,
+    "date": search_date,
+    "reference": search_reference,
+}
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _split_prefix(value: str) -> tuple[str, str]:
+    if value[:2] in DATE_PREFIXES and not value[:2].isdigit():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def _range_match(
+    prefix: str, low: Any, high: Any, sl: datetime, sh: datetime
+) -> ColumnElement[bool]:
+    """FHIR date prefix semantics on a target [low, high) against search [sl, sh)."""
+    return {
+        "eq": and_(low >= sl, high <= sh),
+        "ne": not_(and_(low >= sl, high <= sh)),
+        "gt": high > sh,
+        "lt": low < sl,
+        "ge": high > sl,
+        "le": low < sh,
+        "sa": low >= sh,
+        "eb": high <= sl,
+        "ap": and_(low < sh, high > sl),
+    }[prefix]
+
+
+def _token_value(t: Table, value: str, modifier: str | None) -> ColumnElement[bool]:
+    if modifier == "text":
+        return func.lower(t.c.text).like(_like_escape(value.lower()) + "%", escape="\\")
+    if "|" in value:
+        system, _, code = value.partition("|")
+        if not code:
+            return t.c.system == system
+        return and_(t.c.system == system, t.c.code == code)
+    return t.c.code == value
+
+
+def _string_value(t: Table, value: str, modifier: str | None) -> ColumnElement[bool]:
+    if modifier == "exact":
+        return t.c.exact == value
+    norm = _like_escape(normalize_string(value))
+    pattern = f"%{norm}%" if modifier == "contains" else f"{norm}%"
+    return t.c.value.like(pattern, escape="\\")
+
+
+def _date_on(low: Any, high: Any, value: str, instant: bool = False) -> ColumnElement[bool]:
+    prefix, body = _split_prefix(value)
+    sl, sh = date_range(body)
+    if instant:  # a point t: [t, t] compared with half-open search range [sl, sh)
+        return {
+            "eq": and_(low >= sl, low < sh),
+            "ne": or_(low < sl, low >= sh),
+            "gt": low >= sh,
+            "lt": low < sl,
+            "ge": low >= sl,
+            "le": low < sh,
+            "sa": low >= sh,
+            "eb": low < sl,
+            "ap": and_(low >= sl, low < sh),
+        }[prefix]
+    return _range_match(prefix, low, high, sl, sh)
+
+
+def _reference_value(t: Table, value: str, target_type: str | None) -> ColumnElement[bool]:
+    split = split_reference(value)
+    if split is None:
+        return false()
+    ref_type, ref_id = split
+    clauses = [t.c.target_id == ref_id]
+    if ref_type or target_type:
+        clauses.append(t.c.target_type == (ref_type or target_type))
+    return and_(*clauses)
+
+
+def _index_rows(r: Table, t: Table, name: str) -> list[ColumnElement[bool]]:
+    """Join conditions from resources alias `r` to index alias `t` for one parameter."""
+    return [t.c.resource_type == r.c.resource_type, t.c.resource_id == r.c.id, t.c.param == name]
+
+
+def _value_clause(t: Table, crit: Criterion, value: str) -> ColumnElement[bool]:
+    kind = crit.param.type
+    if kind == "token":
+        return _token_value(t, value, crit.modifier)
+    if kind in ("string", "uri"):
+        return _string_value(t, value, crit.modifier)
+    if kind == "date":
+        return _date_on(t.c.low, t.c.high, value)
+    return _reference_value(t, value, crit.target_type)
+
+
+def criterion_clause(r: Table, crit: Criterion) -> ColumnElement[bool]:
+    """The WHERE clause of one criterion against resources alias `r`."""
+    name = crit.param.name
+    if name == "_id":
+        return r.c.id.in_(crit.values) if crit.modifier != "not" else r.c.id.notin_(crit.values)
+    if name == "_lastUpdated":
+        # An instant is the range [t, t]: the same prefix rules as indexed dates.
+        lu = r.c.last_updated
+        return or_(*(_date_on(lu, lu, v, instant=True) for v in crit.values))
+    t = INDEX_TABLES[crit.param.type].alias()
+    join = _index_rows(r, t, name)
+    if crit.modifier == "missing":
+        present = exists().where(*join)
+        return not_(present) if crit.values[0] == "true" else present
+    if crit.chain is not None:
+        return _chain_clause(r, crit)
+    ors = or_(*(_value_clause(t, crit, v) for v in crit.values))
+    if crit.modifier == "not":
+        return not_(exists().where(*join, ors))
+    return exists().where(*join, ors)
+
+
+def _chain_clause(r: Table, crit: Criterion) -> ColumnElement[bool]:
+    """`subject:Patient.identifier=x`: the reference points at a target matching x."""
+    assert crit.chain is not None and crit.chain_type is not None  # by construction
+    target = resources.alias()
+    ref = search_reference.alias()
+    inner = and_(
+        target.c.resource_type == crit.chain_type.name,
+        target.c.deleted.is_(False),
+        criterion_clause(target, crit.chain),
+    )
+    return exists().where(
+        ref.c.resource_type == r.c.resource_type,
+        ref.c.resource_id == r.c.id,
+        ref.c.param == crit.param.name,
+        ref.c.target_type == crit.chain_type.name,
+        ref.c.target_id.in_(select(target.c.id).where(inner)),
+    )
+
+
+def _sort_column(r: Table, req: SearchRequest, name: str, desc: bool) -> Any:
+    if name == "_lastUpdated":
+        return r.c.last_updated
+    if name == "_id":
+        return r.c.id
+    param = req.rtype.by_name[name]
+    t = INDEX_TABLES[param.type].alias()
+    column = {
+        "date": t.c.high if desc else t.c.low,
+        "string": t.c.value,
+        "uri": t.c.value,
+        "token": t.c.code,
+        "reference": t.c.target_id,
+    }[param.type]
+    agg = func.max(column) if desc else func.min(column)
+    return (
+        select(agg)
+        .where(
+            t.c.resource_type == r.c.resource_type,
+            t.c.resource_id == r.c.id,
+            t.c.param == name,
+        )
+        .scalar_subquery()
+    )
+
+
+def where_clause(r: Table, req: SearchRequest, policy: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Everything a search filters on: type, liveness, policy, criteria."""
+    return and_(
+        r.c.resource_type == req.rtype.name,
+        r.c.deleted.is_(False),
+        policy,
+        *(criterion_clause(r, c) for c in req.criteria),
+    )
+
+
+def search_statements(req: SearchRequest, policy_for: PolicyFn) -> tuple[Select, Select]:
+    """(page query returning id + JSON text + patient, count query)."""
+    r = resources.alias("r")
+    where = where_clause(r, req, policy_for(r))
+    order = []
+    for name, desc in req.sort:
+        column = _sort_column(r, req, name, desc)
+        order.append(column.desc().nulls_last() if desc else column.asc().nulls_last())
+    if not req.sort:
+        order.append(r.c.last_updated.asc())
+    order.append(r.c.id.asc())
+    page = (
+        select(r.c.id, r.c.content.cast(Text), r.c.patient_id)
+        .where(where)
+        .order_by(*order)
+        .limit(req.count)
+        .offset(req.offset)
+    )
+    count = select(func.count()).select_from(r).where(where)
+    return page, count
