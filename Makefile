@@ -1,0 +1,46 @@
+# Two commands matter: `make run` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint format openapi openapi-check bench soak docker token clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install ## migrate and serve on http://127.0.0.1:8000 (embedded Postgres without DATABASE_URL)
+	$(BIN)/espace-api serve --host $(HOST) --port $(PORT)
+
+test: install lint ## full suite against a real Postgres (DATABASE_URL or embedded)
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+openapi: install ## regenerate the committed OpenAPI spec
+	$(BIN)/espace-api openapi --output openapi/openapi.json
+
+bench: install ## load benchmark: req/s and p50/p95/p99
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+docker:
+	docker build -t espace-api .
+
+token: install ## dev token from the built-in issuer, e.g. make token KIND=patient PATIENT=<id>
+	$(BIN)/espace-api token --kind $(KIND) $(if $(PATIENT),--patient $(PATIENT)) $(if $(CLIENT),--client-id $(CLIENT)) $(if $(SCOPES),--scopes "$(SCOPES)")
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
