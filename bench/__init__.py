@@ -1,0 +1,1 @@
+"""Benchmarks (make bench): load scenarios against a real server over loopback."""

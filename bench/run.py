@@ -1,0 +1,235 @@
+"""`make bench`: start the server (uvicorn, own process), create N resources, then read and
+search them with concurrent httpx clients; print req/s and p50/p95/p99 per scenario.
+
+Usage: python -m bench.run [--resources 2000] [--concurrency 16] [--seconds 15]
+Uses DATABASE_URL's server (a fresh database) or an embedded Postgres.
+"""
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from bench.stats import Report, header
+from espace_api.db.embedded import start_embedded
+from espace_api.db.migrate import upgrade
+
+INS = "urn:oid:1.2.250.1.213.1.4.10"
+LOINC = "http://loinc.org"
+TYPES = ["11488-4", "11502-2", "18748-4", "57833-6", "34112-3"]
+
+
+def fresh_database() -> str:
+    server = os.environ.get("DATABASE_URL") or start_embedded(
+        tempfile.mkdtemp(prefix="espace-bench-pg-")
+    )
+    name = f"espace_bench_{uuid.uuid4().hex[:8]}"
+    admin = make_url(server).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    asyncio.run(create())
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return url
+
+
+def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DATABASE_URL": url, "BASE_URL": f"http://127.0.0.1:{port}"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "espace_api.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+    )
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def operator_token(url: str, base: str) -> str:
+    """Mint an operator token with the built-in issuer (dev helper)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "espace_api.cli", "token", "--kind", "operator"],
+        env={**os.environ, "DATABASE_URL": url, "BASE_URL": base},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+async def load(
+    name: str,
+    concurrency: int,
+    seconds: float,
+    call: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    client: httpx.AsyncClient,
+    max_requests: int | None = None,
+) -> Report:
+    """Run `call` from `concurrency` workers for `seconds` (or max_requests)."""
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors, counter
+        while time.perf_counter() < deadline and (max_requests is None or counter < max_requests):
+            i = counter
+            counter += 1
+            t0 = time.perf_counter()
+            r = await call(client, i)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if r.status_code >= 400:
+                errors += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Report(name, len(latencies), errors, time.perf_counter() - start, latencies)
+
+
+def patient_body() -> dict:
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": INS, "value": str(uuid.uuid4().int)[:15]}],
+        "name": [
+            {"family": random.choice(["Martin", "Bernard", "Petit", "Durand"]), "given": ["Alex"]}
+        ],
+        "birthDate": f"19{random.randint(30, 99)}-0{random.randint(1, 9)}-1{random.randint(0, 9)}",
+    }
+
+
+def document_body(pid: str) -> dict:
+    return {
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
+        "status": "current",
+        "type": {"coding": [{"system": LOINC, "code": random.choice(TYPES)}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "date": f"2024-0{random.randint(1, 9)}-1{random.randint(0, 9)}T10:00:00Z",
+        "content": [{"attachment": {"contentType": "text/plain", "url": "Binary/none"}}],
+    }
+
+
+async def scenarios(base: str, token: str, args: argparse.Namespace) -> list[Report]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    limits = httpx.Limits(max_connections=args.concurrency * 2)
+    reports = []
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as c:
+        patients: list[str] = []
+        docs: list[str] = []
+
+        async def create_patient(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            r = await client.post("/Patient", json=patient_body())
+            if r.status_code == 201:
+                patients.append(r.json()["id"])
+            return r
+
+        reports.append(
+            await load(
+                "create Patient",
+                args.concurrency,
+                600,
+                create_patient,
+                c,
+                max_requests=args.resources // 4,
+            )
+        )
+
+        async def create_doc(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            r = await client.post(
+                "/DocumentReference", json=document_body(patients[i % len(patients)])
+            )
+            if r.status_code == 201:
+                docs.append(r.json()["id"])
+            return r
+
+        reports.append(
+            await load(
+                "create DocumentReference",
+                args.concurrency,
+                600,
+                create_doc,
+                c,
+                max_requests=args.resources,
+            )
+        )
+
+        async def read(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            return await client.get(f"/DocumentReference/{random.choice(docs)}")
+
+        reports.append(
+            await load("read DocumentReference", args.concurrency, args.seconds, read, c)
+        )
+
+        async def search(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            pid = random.choice(patients)
+            return await client.get(
+                "/DocumentReference",
+                params={
+                    "patient": pid,
+                    "type": f"{LOINC}|{random.choice(TYPES)}",
+                    "_sort": "-date",
+                },
+            )
+
+        reports.append(
+            await load("search DocRef patient+type", args.concurrency, args.seconds, search, c)
+        )
+    return reports
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--resources", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    url = fresh_database()
+    base = f"http://127.0.0.1:{args.port}"
+    server = start_server(url, args.port)
+    try:
+        token = operator_token(url, base)
+        reports = asyncio.run(scenarios(base, token, args))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    print(header())
+    for report in reports:
+        print(report.line())
+
+
+if __name__ == "__main__":
+    main()
