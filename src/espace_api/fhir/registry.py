@@ -14,7 +14,17 @@ from pydantic import BaseModel
 ParamType = Literal["token", "string", "date", "reference", "uri"]
 
 ALL_INTERACTIONS = frozenset(
-    {"read", "vread", "update", "delete", "history-instance", "create", "search-type"}
+    {
+        "read",
+        "vread",
+        "update",
+        "patch",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+        "search-type",
+    }
 )
 
 
@@ -60,6 +70,10 @@ def _p(name: str, type_: ParamType, *paths: str, targets: tuple[str, ...] = (), 
 
 
 IDENTIFIER = _p("identifier", "token", "identifier", doc="Business identifier (system|value)")
+ACTIVE = _p("active", "token", "active", doc="Whether the record is in active use")
+NAME = _p("name", "string", "name", doc="Any part of the name")
+FAMILY = _p("family", "string", "name.family")
+GIVEN = _p("given", "string", "name.given")
 
 REGISTRY: dict[str, ResourceType] = {
     rt.name: rt
@@ -139,6 +153,63 @@ REGISTRY: dict[str, ResourceType] = {
             ),
             compartment=("subject",),
             documentation="Secure messages between a patient and their care team.",
+        ),
+        ResourceType(
+            "Practitioner",
+            params=(IDENTIFIER, NAME, FAMILY, GIVEN, ACTIVE),
+            update_create=True,  # PUT /Practitioner/{rpps-id}: national directory ids
+            documentation="A health professional (directory identity, e.g. RPPS).",
+        ),
+        ResourceType(
+            "PractitionerRole",
+            params=(
+                IDENTIFIER,
+                ACTIVE,
+                _p("practitioner", "reference", "practitioner", targets=("Practitioner",)),
+                _p("organization", "reference", "organization", targets=("Organization",)),
+                _p("role", "token", "code"),
+                _p("specialty", "token", "specialty"),
+            ),
+            documentation="A professional's role in an organisation.",
+        ),
+        ResourceType(
+            "Organization",
+            params=(
+                IDENTIFIER,
+                NAME,
+                ACTIVE,
+                _p("type", "token", "type"),
+                _p("partof", "reference", "partOf", targets=("Organization",)),
+            ),
+            update_create=True,  # PUT /Organization/{finess-id}: national directory ids
+            documentation="A care organisation (e.g. identified by FINESS).",
+        ),
+        ResourceType(
+            "RelatedPerson",
+            params=(
+                IDENTIFIER,
+                NAME,
+                FAMILY,
+                GIVEN,
+                ACTIVE,
+                _p("patient", "reference", "patient", targets=("Patient",)),
+                _p("relationship", "token", "relationship"),
+            ),
+            compartment=("patient",),
+            documentation="A relative or carer the patient names.",
+        ),
+        ResourceType(
+            "List",
+            params=(
+                IDENTIFIER,
+                _p("subject", "reference", "subject"),
+                _p("patient", "reference", "subject", targets=("Patient",)),
+                _p("code", "token", "code"),
+                _p("status", "token", "status"),
+                _p("date", "date", "date"),
+            ),
+            compartment=("subject",),
+            documentation="A curated list (e.g. a folder of documents, IHE MHD).",
         ),
     )
 }
