@@ -6,10 +6,14 @@ Machine clients are registered in the database on first use (with a throwaway ke
 token is minted directly; the full client_credentials flow is tested in test_auth_issuer).
 """
 
+import base64
+import json
+import uuid
+from datetime import datetime
 from typing import Any
 
-from espace_api.auth.issuer import BuiltinIssuer
-from espace_api.auth.keys import generate_private_key, public_jwk
+from espace_api.auth.issuer import ASSERTION_TYPE, BuiltinIssuer
+from espace_api.auth.keys import generate_private_key, public_jwk, sign, signer
 from espace_api.auth.services import AuthServices
 
 _PUBLIC_KEY = public_jwk(generate_private_key("ES384"), "ES384")
@@ -90,3 +94,90 @@ class AuthFactory:
             kind="operator", subject="ops-test", scope=scopes, client_id="ops-test"
         )
         return self._headers(issued.access_token)
+
+
+# Helpers for the auth tests: vendor keys, client assertions, forged tokens. ----------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_token(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    """A compact JWS assembled by hand (for `none` and HMAC forgeries)."""
+    head = b64url(json.dumps(header).encode())
+    body = b64url(json.dumps(claims).encode())
+    return f"{head}.{body}.{b64url(signature)}"
+
+
+class VendorKey:
+    """A key pair as a vendor (LGC) holds it: private key here, public JWKS registered."""
+
+    def __init__(self, alg: str = "ES384", kid: str | None = None) -> None:
+        self.alg = alg
+        self.kid = kid or f"k-{uuid.uuid4().hex[:8]}"
+        self.private = generate_private_key(alg)
+        self.public = public_jwk(self.private, alg, kid=self.kid)
+        self._signer = signer(self.private, alg)
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.public]}
+
+    def sign(self, claims: dict[str, Any], kid: str | None = None) -> str:
+        return sign(claims, self._signer, self.alg, kid or self.kid)
+
+    def assertion(self, client_id: str, token_url: str, now: datetime, **overrides: Any) -> str:
+        """A client assertion valid for five minutes from `now`; overrides replace claims
+        (a value of None removes the claim)."""
+        ts = int(now.timestamp())
+        claims: dict[str, Any] = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": token_url,
+            "iat": ts,
+            "exp": ts + 300,
+            "jti": uuid.uuid4().hex,
+        }
+        claims.update(overrides)
+        return self.sign({k: v for k, v in claims.items() if v is not None})
+
+
+def token_form(assertion: str, scope: str | None = None, **extra: str) -> dict[str, str]:
+    """The x-www-form-urlencoded fields of a client_credentials request."""
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion,
+        **extra,
+    }
+    if scope is not None:
+        form["scope"] = scope
+    return form
+
+
+async def server_claims(app: Any, **overrides: Any) -> dict[str, Any]:
+    """Claims of a valid built-in patient token, with overrides (None removes a claim)."""
+    services: AuthServices = app.state.auth
+    issuer = services.require_issuer()
+    ts = int(app.state.clock.now().timestamp())
+    claims: dict[str, Any] = {
+        "iss": issuer.issuer,
+        "sub": "forged",
+        "aud": issuer.audience,
+        "iat": ts,
+        "exp": ts + 300,
+        "jti": uuid.uuid4().hex,
+        "kind": "patient",
+        "patient": "p-forged",
+        "scope": "patient/*.rs",
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+async def server_signed(app: Any, **overrides: Any) -> str:
+    """A token signed with the server's current key (to test claim checks)."""
+    keys = app.state.auth.keys
+    kid, key = await keys.current()
+    return sign(await server_claims(app, **overrides), key, keys.alg, kid)
