@@ -178,13 +178,14 @@ def _sort_column(r: Table, req: SearchRequest, name: str, desc: bool) -> Any:
         return r.c.id
     param = req.rtype.by_name[name]
     t = INDEX_TABLES[param.type].alias()
-    column = {
-        "date": t.c.high if desc else t.c.low,
-        "string": t.c.value,
-        "uri": t.c.value,
-        "token": t.c.code,
-        "reference": t.c.target_id,
+    key = {
+        "date": "high" if desc else "low",
+        "string": "value",
+        "uri": "value",
+        "token": "code",
+        "reference": "target_id",
     }[param.type]
+    column = t.c[key]  # looked up by name: each index table has only its own columns
     agg = func.max(column) if desc else func.min(column)
     return (
         select(agg)
