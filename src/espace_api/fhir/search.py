@@ -145,7 +145,9 @@ def parse_search(
     for key, raw in params:
         if key in CONTROL:
             _control(req, key, raw, max_count)
-            if key not in ("_format", "_pretty", "_offset"):
+            if key == "_count":
+                req.used.append((key, str(req.count)))  # the page size actually used
+            elif key not in ("_format", "_pretty", "_offset"):
                 req.used.append((key, raw))
             continue
         criterion = _criterion(rtype, key, raw)

@@ -409,6 +409,8 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
     links = bundles.page_links(
         f"{ctx.base}/{rtype.name}", req.used, req.offset, req.count, total, len(rows)
     )
+    if summary_count:
+        links = links[:1]  # self only: there are no pages to follow
     body = bundles.bundle(
         "searchset",
         entries,
