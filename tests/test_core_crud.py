@@ -102,7 +102,9 @@ async def test_conditional_create(client, auth):
 
 async def test_document_must_reference_existing_patient(client, auth):
     ops = await auth.operator()
-    r = await client.post("/DocumentReference", json=document("no-such-patient"), headers={**ops, **FHIR_JSON})
+    r = await client.post(
+        "/DocumentReference", json=document("no-such-patient"), headers={**ops, **FHIR_JSON}
+    )
     assert r.status_code == 422
     assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "REFERENCE_NOT_FOUND"
 

@@ -13,7 +13,9 @@ def new_ins() -> str:
     return str(uuid.uuid4().int)[:15]
 
 
-def patient(family: str = "Testeur", given: str = "Camille", ins: str | None = None, **extra: Any) -> dict[str, Any]:
+def patient(
+    family: str = "Testeur", given: str = "Camille", ins: str | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
         "resourceType": "Patient",
         "identifier": [{"system": INS_TEST, "value": ins or new_ins()}],
@@ -24,10 +26,15 @@ def patient(family: str = "Testeur", given: str = "Camille", ins: str | None = N
     }
 
 
-def document(patient_id: str, code: str = "11488-4", date: str = "2024-03-01T10:00:00Z", **extra: Any) -> dict[str, Any]:
+def document(
+    patient_id: str, code: str = "11488-4", date: str = "2024-03-01T10:00:00Z", **extra: Any
+) -> dict[str, Any]:
     return {
         "resourceType": "DocumentReference",
-        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:1.2.3.{uuid.uuid4().int % 10**12}"},
+        "masterIdentifier": {
+            "system": "urn:ietf:rfc:3986",
+            "value": f"urn:oid:1.2.3.{uuid.uuid4().int % 10**12}",
+        },
         "status": "current",
         "type": {"coding": [{"system": LOINC, "code": code}]},
         "category": [{"coding": [{"system": LOINC, "code": "11488-4"}]}],
@@ -41,6 +48,61 @@ def document(patient_id: str, code: str = "11488-4", date: str = "2024-03-01T10:
 
 async def create(client: Any, headers: dict[str, str], resource: dict[str, Any]) -> dict[str, Any]:
     """POST a resource and return the created body (asserting 201)."""
-    r = await client.post(f"/{resource['resourceType']}", json=resource, headers={**headers, **FHIR_JSON})
+    r = await client.post(
+        f"/{resource['resourceType']}", json=resource, headers={**headers, **FHIR_JSON}
+    )
     assert r.status_code == 201, r.text
     return r.json()
+
+
+def consent(
+    patient_id: str, status: str = "active", category: str = "59284-0", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "resourceType": "Consent",
+        "status": status,
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": LOINC, "code": category}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        **extra,
+    }
+
+
+def communication(
+    patient_id: str, sent: str = "2024-03-01T10:00:00Z", status: str = "completed", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "resourceType": "Communication",
+        "status": status,
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "sender": {"reference": "Practitioner/rpps-10001"},
+        "recipient": [{"reference": f"Patient/{patient_id}"}],
+        "sent": sent,
+        "payload": [{"contentString": "Bonjour"}],
+        **extra,
+    }
+
+
+async def search(client: Any, headers: dict[str, str], path: str, **params: Any) -> dict[str, Any]:
+    """GET a search and return the Bundle (asserting 200)."""
+    r = await client.get(path, params=params, headers=headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["resourceType"] == "Bundle" and body["type"] == "searchset"
+    return body
+
+
+def ids(bundle: dict[str, Any], mode: str | None = "match") -> list[str]:
+    """Ids of a Bundle's entries (of one search mode; None = all), in order."""
+    return [
+        e["resource"]["id"]
+        for e in bundle.get("entry", [])
+        if mode is None or e.get("search", {}).get("mode") == mode
+    ]
