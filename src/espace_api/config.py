@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
+    s3_create_bucket: bool = Field(default=False, description="create the bucket at startup")
     blob_sweep_grace_seconds: int = Field(
         default=86400,
         description="an unreferenced blob younger than this is kept (upload-to-commit window)",

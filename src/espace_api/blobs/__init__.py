@@ -1,0 +1,65 @@
+"""Document content storage (issue 4): blob stores and the sweeper.
+
+`open_blob_store(settings, engine, clock)` returns the backend chosen by
+`Settings.blob_backend` (postgres | filesystem | s3). See `base.py` for the contract.
+"""
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from espace_api.blobs.base import (
+    BlobInfo,
+    BlobKey,
+    BlobNotFound,
+    BlobReferenced,
+    BlobStore,
+    BlobTooLarge,
+    InvalidBlobKey,
+    RangeNotSatisfiable,
+    resolve_range,
+)
+from espace_api.clock import Clock
+from espace_api.config import Settings
+
+__all__ = [
+    "BlobInfo",
+    "BlobKey",
+    "BlobNotFound",
+    "BlobReferenced",
+    "BlobStore",
+    "BlobTooLarge",
+    "InvalidBlobKey",
+    "RangeNotSatisfiable",
+    "open_blob_store",
+    "resolve_range",
+]
+
+BACKENDS = ("postgres", "filesystem", "s3")
+
+
+async def open_blob_store(
+    settings: Settings, engine: AsyncEngine, clock: Clock | None = None
+) -> BlobStore:
+    """The configured blob store; call `aclose()` on shutdown."""
+    backend = settings.blob_backend.strip().lower()
+    if backend == "postgres":
+        from espace_api.blobs.postgres import PostgresBlobStore
+
+        return PostgresBlobStore(engine, clock)
+    if backend == "filesystem":
+        from espace_api.blobs.filesystem import FilesystemBlobStore
+
+        return FilesystemBlobStore(engine, settings.blob_dir, clock)
+    if backend == "s3":
+        from espace_api.blobs.s3 import S3BlobStore
+
+        return await S3BlobStore.connect(
+            engine,
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            region=settings.s3_region,
+            clock=clock,
+            create_bucket=settings.s3_create_bucket,
+        )
+    raise ValueError(f"BLOB_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")

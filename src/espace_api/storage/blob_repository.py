@@ -1,0 +1,298 @@
+"""SQL for document content: the blob catalogue, Postgres-held bytes, and blob references.
+
+Tables (migration 0003), all keyed by patient first (principle 1; co-locatable on Citus):
+
+- `blobs(patient_id, sha256)`: one row per stored blob whatever the backend: size, SHA-1
+  (base64), backend, chunk size (Postgres backend), `created_at`, `touched_at` (renewed by
+  every `put` of the same bytes; the sweeper's grace period counts from it).
+- `blob_chunks(patient_id, sha256, seq)`: the bytes for the Postgres backend, in 1 MiB
+  rows (column stored EXTERNAL: uncompressed, so `substring` reads only the slice asked).
+  Deleted with their `blobs` row (ON DELETE CASCADE).
+- `blob_refs(patient_id, resource_type, resource_id, version_id, sha256)`: which committed
+  resource version points at which blob. Written by the resource service in the same
+  transaction as the resource version; its foreign key to `blobs` (ON DELETE RESTRICT)
+  makes it impossible to commit metadata whose blob is gone, and makes the sweeper skip
+  (row lock) a blob whose reference is being committed.
+
+Functions take an open connection inside a transaction; nothing here commits.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    delete,
+    exists,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:
+    from espace_api.blobs.base import BlobInfo, BlobKey
+
+blob_metadata = MetaData()
+
+blobs = Table(
+    "blobs",
+    blob_metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("sha256", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("sha1", Text, nullable=False),
+    Column("backend", Text, nullable=False),
+    Column("chunk_size", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("touched_at", DateTime(timezone=True), nullable=False),
+    Index("ix_blobs_touched", "touched_at"),
+)
+
+blob_chunks = Table(
+    "blob_chunks",
+    blob_metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("sha256", Text, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    ForeignKeyConstraint(
+        ["patient_id", "sha256"], ["blobs.patient_id", "blobs.sha256"], ondelete="CASCADE"
+    ),
+)
+
+blob_refs = Table(
+    "blob_refs",
+    blob_metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("resource_type", Text, primary_key=True),
+    Column("resource_id", Text, primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("sha256", Text, primary_key=True),
+    ForeignKeyConstraint(
+        ["patient_id", "sha256"], ["blobs.patient_id", "blobs.sha256"], ondelete="RESTRICT"
+    ),
+    Index("ix_blob_refs_blob", "patient_id", "sha256"),
+)
+
+
+@dataclass(frozen=True)
+class BlobRow:
+    """A catalogue row."""
+
+    patient_id: str
+    sha256: str
+    size: int
+    sha1: str
+    backend: str
+    chunk_size: int | None
+    created_at: datetime
+    touched_at: datetime
+
+
+def _key_filter(table: Table, key: "BlobKey"):  # type: ignore[no-untyped-def]
+    return and_(table.c.patient_id == key.patient_id, table.c.sha256 == key.sha256)
+
+
+async def claim_blob(
+    conn: AsyncConnection,
+    key: "BlobKey",
+    info: "BlobInfo",
+    backend: str,
+    now: datetime,
+    chunk_size: int | None = None,
+) -> bool:
+    """Insert the catalogue row, or renew `touched_at` if it exists. True when inserted.
+
+    Renewing takes the row lock, so a sweeper that already locked the row for deletion
+    finishes first; the row is then inserted afresh.
+    """
+    stmt = insert(blobs).values(
+        patient_id=key.patient_id,
+        sha256=key.sha256,
+        size=info.size,
+        sha1=info.sha1,
+        backend=backend,
+        chunk_size=chunk_size,
+        created_at=now,
+        touched_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[blobs.c.patient_id, blobs.c.sha256],
+        set_={"touched_at": func.greatest(blobs.c.touched_at, stmt.excluded.touched_at)},
+    ).returning(text("(xmax = 0) AS inserted"))
+    return bool((await conn.execute(stmt)).scalar_one())
+
+
+async def get_blob(conn: AsyncConnection, key: "BlobKey") -> BlobRow | None:
+    """The catalogue row of a blob, or None."""
+    row = (await conn.execute(select(blobs).where(_key_filter(blobs, key)))).first()
+    return BlobRow(**row._mapping) if row else None
+
+
+async def lock_blob(conn: AsyncConnection, key: "BlobKey") -> bool:
+    """Lock a blob's row for deletion (waits for concurrent claims). False if absent."""
+    stmt = select(blobs.c.sha256).where(_key_filter(blobs, key)).with_for_update()
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def delete_blob(conn: AsyncConnection, key: "BlobKey") -> None:
+    """Delete a catalogue row (and, by cascade, Postgres-held chunks)."""
+    await conn.execute(delete(blobs).where(_key_filter(blobs, key)))
+
+
+async def insert_chunk(conn: AsyncConnection, key: "BlobKey", seq: int, data: bytes) -> None:
+    """Store one chunk of a Postgres-held blob."""
+    await conn.execute(
+        blob_chunks.insert().values(
+            patient_id=key.patient_id, sha256=key.sha256, seq=seq, data=data
+        )
+    )
+
+
+async def read_chunk_slice(
+    conn: AsyncConnection, key: "BlobKey", seq: int, offset: int, length: int
+) -> bytes | None:
+    """`length` bytes from `offset` within chunk `seq` (None if the chunk is missing)."""
+    stmt = select(func.substring(blob_chunks.c.data, offset + 1, length)).where(
+        _key_filter(blob_chunks, key), blob_chunks.c.seq == seq
+    )
+    row = (await conn.execute(stmt)).first()
+    return None if row is None else bytes(row[0])
+
+
+async def chunks_present(conn: AsyncConnection, key: "BlobKey") -> bool:
+    """Whether a Postgres-held blob has its first chunk (empty blobs have none)."""
+    stmt = select(exists().where(_key_filter(blob_chunks, key)))
+    return bool((await conn.execute(stmt)).scalar_one())
+
+
+def _unreferenced(older_than: datetime):  # type: ignore[no-untyped-def]
+    ref = (
+        select(blob_refs.c.sha256)
+        .where(
+            blob_refs.c.patient_id == blobs.c.patient_id,
+            blob_refs.c.sha256 == blobs.c.sha256,
+        )
+        .exists()
+    )
+    return and_(blobs.c.touched_at < older_than, ~ref)
+
+
+async def list_unreferenced(
+    conn: AsyncConnection, older_than: datetime, limit: int
+) -> list["BlobKey"]:
+    """Blobs untouched since `older_than` with no reference (read only, no lock)."""
+    from espace_api.blobs.base import BlobKey
+
+    stmt = (
+        select(blobs.c.patient_id, blobs.c.sha256)
+        .where(_unreferenced(older_than))
+        .order_by(blobs.c.touched_at)
+        .limit(limit)
+    )
+    return [BlobKey(r.patient_id, r.sha256) for r in await conn.execute(stmt)]
+
+
+async def lock_unreferenced(
+    conn: AsyncConnection, older_than: datetime, limit: int
+) -> list["BlobKey"]:
+    """Like `list_unreferenced`, locking the rows; rows locked by others are skipped.
+
+    A transaction committing a `blob_refs` row holds a key-share lock on its blob's row,
+    so such a blob is skipped here, and a claim in progress makes the blob young again.
+    """
+    from espace_api.blobs.base import BlobKey
+
+    stmt = (
+        select(blobs.c.patient_id, blobs.c.sha256)
+        .where(_unreferenced(older_than))
+        .order_by(blobs.c.touched_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [BlobKey(r.patient_id, r.sha256) for r in await conn.execute(stmt)]
+
+
+async def is_referenced(conn: AsyncConnection, key: "BlobKey") -> bool:
+    """Whether any committed resource version points at the blob."""
+    stmt = select(exists().where(_key_filter(blob_refs, key)))
+    return bool((await conn.execute(stmt)).scalar_one())
+
+
+async def add_blob_refs(
+    conn: AsyncConnection,
+    patient_id: str,
+    resource_type: str,
+    resource_id: str,
+    version_id: int,
+    sha256s: Iterable[str],
+) -> None:
+    """Record that a resource version points at blobs; call in the metadata's transaction.
+
+    Fails with a foreign-key IntegrityError if a blob is not catalogued (never stored, or
+    swept): the metadata must then not be committed.
+    """
+    rows = [
+        {
+            "patient_id": patient_id,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "version_id": version_id,
+            "sha256": sha,
+        }
+        for sha in dict.fromkeys(sha256s)
+    ]
+    if rows:
+        await conn.execute(insert(blob_refs).values(rows).on_conflict_do_nothing())
+
+
+async def refs_of_version(
+    conn: AsyncConnection, patient_id: str, resource_type: str, resource_id: str, version_id: int
+) -> list[str]:
+    """The SHA-256 keys a resource version points at (e.g. a Binary's content)."""
+    stmt = (
+        select(blob_refs.c.sha256)
+        .where(
+            blob_refs.c.patient_id == patient_id,
+            blob_refs.c.resource_type == resource_type,
+            blob_refs.c.resource_id == resource_id,
+            blob_refs.c.version_id == version_id,
+        )
+        .order_by(blob_refs.c.sha256)
+    )
+    return list((await conn.execute(stmt)).scalars())
+
+
+async def remove_blob_refs(
+    conn: AsyncConnection,
+    patient_id: str,
+    resource_type: str,
+    resource_id: str,
+    version_id: int | None = None,
+) -> int:
+    """Forget the references of a purged resource (or one purged version); returns rows.
+
+    The blobs themselves go when the sweeper next runs past their grace period.
+    """
+    stmt = delete(blob_refs).where(
+        blob_refs.c.patient_id == patient_id,
+        blob_refs.c.resource_type == resource_type,
+        blob_refs.c.resource_id == resource_id,
+    )
+    if version_id is not None:
+        stmt = stmt.where(blob_refs.c.version_id == version_id)
+    return (await conn.execute(stmt)).rowcount

