@@ -188,7 +188,9 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
     mapping = await _assign_ids(ctx, entries)
     _rewrite(entries, mapping)
     results: dict[int, Result] = {}
-    for entry in sorted(entries, key=lambda e: ORDER[e.method]):
+    # Within a phase, Patients first: writing a compartment resource checks that its
+    # Patient exists, so the outcome must not depend on where the Patient sits in the Bundle.
+    for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.rtype.name != "Patient")):
         try:
             results[entry.index] = await _execute(ctx, entry)
         except FhirError as exc:
