@@ -16,4 +16,4 @@ ENV ESPACE_PROJECT_ROOT=/app PYTHONUNBUFFERED=1
 USER espace
 EXPOSE 8000
 # DATABASE_URL must be set in a container: the embedded Postgres is for laptops and tests.
-CMD ["sh", "-c", "espace-api migrate && exec uvicorn --factory espace_api.main:create_app --host 0.0.0.0 --port 8000 --proxy-headers"]
+CMD ["sh", "-c", "espace-api migrate && exec uvicorn --factory espace_api.main:create_app --host 0.0.0.0 --port 8000 --proxy-headers --no-access-log"]

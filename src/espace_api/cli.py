@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -35,7 +36,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     upgrade(url)
     os.environ["DATABASE_URL"] = url
     settings = get_settings().model_copy(update={"database_url": url})
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s %(message)s")
+    # uvicorn's access log prints query strings (identifiers): ours logs route templates.
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=False,
+    )
 
 
 def cmd_openapi(args: argparse.Namespace) -> None:

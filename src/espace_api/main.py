@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from espace_api import __version__
 from espace_api.api import errors, fhir_routes
+from espace_api.api.access_log import AccessLog
 from espace_api.auth import routes as auth_routes
 from espace_api.auth import setup as auth_setup
 from espace_api.clock import Clock
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             await conn.execute(text("SELECT 1"))
         return JSONResponse({"status": "ready"})
 
+    app.add_middleware(AccessLog)
     app.include_router(auth_routes.router)
     app.include_router(fhir_routes.router)
     return app
