@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from espace_api.fhir.errors import FhirError, operation_outcome
 
@@ -76,14 +77,48 @@ def _internal() -> Response:
     )
 
 
-async def _unexpected(_: Request, exc: Exception) -> Response:
+def _log_unexpected(exc: BaseException) -> None:
     # Log the type and where it happened only: messages may carry health data.
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
     log.error("unhandled %s at %s", type(exc).__name__, where)
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    _log_unexpected(exc)
     return _internal()
+
+
+class CatchAll:
+    """Pure ASGI middleware: an unexpected exception becomes a 500 OperationOutcome.
+
+    Starlette's handler for `Exception` answers and then re-raises to the server, whose
+    error log prints the traceback with the exception message (possibly health data).
+    This middleware answers and stops there.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            _log_unexpected(exc)
+            if not started:
+                await _internal()(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
@@ -93,4 +128,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(DBAPIError, _db_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Exception, _unexpected)  # errors raised in outer middleware
+    app.add_middleware(CatchAll)
