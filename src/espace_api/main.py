@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(GZipMiddleware, minimum_size=1000)  # only if Accept-Encoding: gzip
     errors.install(app)
 
     @app.get("/healthz", tags=["ops"], summary="liveness probe")

@@ -7,13 +7,13 @@ and write rules live here too. Masking and consent (later issues) extend `visibl
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, exists, false, true
+from sqlalchemy import ColumnElement, Table, and_, exists, false, or_, true
 
 from espace_api.auth.identity import Identity, Interaction
 from espace_api.db.schema import resources
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import references_in
-from espace_api.fhir.registry import ResourceType
+from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.values import split_reference
 
 INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -50,6 +50,22 @@ def visible(identity: Identity, rtype: ResourceType, table: Table) -> ColumnElem
             current.c.created_by == identity.actor,
         )
     return true()  # user (masking comes with the consent issue) and operator
+
+
+def visible_any(
+    identity: Identity, table: Table, interaction: Interaction = "r"
+) -> ColumnElement[bool]:
+    """Cross-type predicate (system-level history): OR over the registered types whose scope
+    covers `interaction`, each with its own `visible()`. 403 when no type is covered."""
+    allowed = [rt for rt in REGISTRY.values() if identity.allows(rt.name, interaction)]
+    if not allowed:
+        raise FhirError.forbidden(
+            f"Token scopes do not allow {INTERACTION_NAMES[interaction]} on any type",
+            "INSUFFICIENT_SCOPE",
+        )
+    return or_(
+        *(and_(table.c.resource_type == rt.name, visible(identity, rt, table)) for rt in allowed)
+    )
 
 
 def check_system_patient_search(identity: Identity, rtype: ResourceType, names: set[str]) -> None:

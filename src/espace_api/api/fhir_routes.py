@@ -8,14 +8,19 @@ from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 
-from espace_api.api.http import FHIR_JSON, check_accept, prefer, read_body, read_resource, run
+from espace_api.api.http import check_accept, prefer, read_body, read_resource, run
 from espace_api.auth.dependency import current_identity
 from espace_api.auth.identity import Identity
+from espace_api.fhir import formats
 from espace_api.fhir.capability import capability_statement
 from espace_api.fhir.errors import FhirError
+from espace_api.fhir.patch import JSON_PATCH
 from espace_api.fhir.registry import REGISTRY, ResourceType
+from espace_api.fhir.validation import parse_json
 from espace_api.fhir.values import format_instant
-from espace_api.resources import service, transaction
+from espace_api.resources import conditional, service, transaction
+from espace_api.resources import history as histories
+from espace_api.resources import patch as patching
 
 bearer = HTTPBearer(auto_error=False, description="SMART on FHIR access token")
 Caller = Annotated[Identity, Depends(current_identity)]
@@ -28,10 +33,12 @@ router = APIRouter()
 @router.get("/metadata", tags=["system"], summary="CapabilityStatement")
 async def metadata(request: Request) -> Response:
     """The server's CapabilityStatement, generated from the registry."""
-    check_accept(request)
+    fmt = check_accept(request)
     settings = request.app.state.settings
     body = capability_statement(settings.base_url, format_instant(request.app.state.started))
-    return Response(orjson.dumps(body), media_type=FHIR_JSON)
+    pretty = formats.is_pretty(request.query_params.get("_pretty"))
+    rendered = formats.render(orjson.dumps(body), fmt, pretty)
+    return Response(rendered, media_type=formats.MEDIA_TYPES[fmt])
 
 
 @router.post("/", tags=["system"], summary="batch or transaction Bundle", dependencies=SECURED)
@@ -41,8 +48,32 @@ async def batch_or_transaction(request: Request, identity: Caller) -> Response:
     return await run(request, identity, lambda ctx: transaction.process(ctx, body))
 
 
+@router.get("/_history", tags=["system"], summary="system history", dependencies=SECURED)
+async def system_history(request: Request, identity: Caller) -> Response:
+    """Every version the caller may read, newest first (`_since`, `_count`)."""
+    params = list(request.query_params.multi_items())
+    return await run(request, identity, lambda ctx: histories.history(ctx, None, params))
+
+
 def _strict(request: Request) -> bool:
     return prefer(request, "handling") == "strict"
+
+
+async def _patch_body(request: Request) -> tuple[patching.PatchKind, object]:
+    """JSON Patch or a FHIRPath Patch Parameters body; 415 for any other content type."""
+    body = await read_body(request, json_only=False)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == JSON_PATCH:
+        return "json-patch", parse_json(body)
+    if ctype in formats.JSON_TYPES:
+        return "fhirpath", parse_json(body)
+    raise FhirError(
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        f"PATCH Content-Type '{ctype or 'none'}' is not supported; use {JSON_PATCH} "
+        "or application/fhir+json (FHIRPath Patch Parameters)",
+        issue_type="not-supported",
+    )
 
 
 def _add_type_routes(rtype: ResourceType) -> None:
@@ -101,20 +132,60 @@ def _add_type_routes(rtype: ResourceType) -> None:
         params = list(request.query_params.multi_items())
         return await run(request, identity, lambda ctx: service.history(ctx, rtype, id, params))
 
+    async def type_history(request: Request, identity: Caller) -> Response:
+        params = list(request.query_params.multi_items())
+        return await run(request, identity, lambda ctx: histories.history(ctx, rtype, params))
+
+    async def patch(id: str, request: Request, identity: Caller) -> Response:
+        kind, body = await _patch_body(request)
+        if_match = request.headers.get("if-match")
+        return await run(
+            request,
+            identity,
+            lambda ctx: patching.patch(ctx, rtype, id, kind, body, if_match=if_match),
+        )
+
+    async def conditional_update(request: Request, identity: Caller) -> Response:
+        body = await read_resource(request)
+        query = request.url.query
+        if_match = request.headers.get("if-match")
+        return await run(
+            request,
+            identity,
+            lambda ctx: conditional.update(ctx, rtype, query, body, if_match=if_match),
+        )
+
+    async def conditional_delete(request: Request, identity: Caller) -> Response:
+        query = request.url.query
+        return await run(request, identity, lambda ctx: conditional.delete(ctx, rtype, query))
+
     async def vread(id: str, vid: str, request: Request, identity: Caller) -> Response:
         return await run(request, identity, lambda ctx: service.vread(ctx, rtype, id, vid))
 
+    allowed = rtype.interactions
     routes = [
         ("GET", path, search_get, f"search {name}"),
         ("POST", f"{path}/_search", search_post, f"search {name} (form body)"),
         ("POST", path, create, f"create {name}"),
+        ("PUT", path, conditional_update, f"conditional update {name} (?search)"),
+        ("DELETE", path, conditional_delete, f"conditional delete {name} (?search)"),
+        ("GET", f"{path}/_history", type_history, f"history of all {name}"),
         ("GET", f"{path}/{{id}}", read, f"read {name}"),
         ("PUT", f"{path}/{{id}}", update, f"update {name}"),
+        ("PATCH", f"{path}/{{id}}", patch, f"patch {name} (JSON Patch or FHIRPath Patch)"),
         ("DELETE", f"{path}/{{id}}", delete, f"delete {name}"),
         ("GET", f"{path}/{{id}}/_history", history, f"history of a {name}"),
         ("GET", f"{path}/{{id}}/_history/{{vid}}", vread, f"vread {name}"),
     ]
+    gated = {
+        conditional_update: "update",
+        conditional_delete: "delete",
+        type_history: "history-type",
+        patch: "patch",
+    }
     for method, route_path, endpoint, summary in routes:
+        if endpoint in gated and gated[endpoint] not in allowed:
+            continue
         router.add_api_route(
             route_path,
             endpoint,

@@ -2,14 +2,17 @@
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
 from espace_api.auth.identity import Identity
 from espace_api.config import Settings
-from espace_api.fhir.errors import FhirError
+from espace_api.fhir import formats
+from espace_api.fhir.errors import FhirError, operation_outcome
 from espace_api.fhir.validation import parse_json
 from espace_api.resources.results import Result
 from espace_api.resources.service import Context
@@ -22,24 +25,9 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def check_accept(request: Request) -> None:
-    """406 unless the client accepts JSON (XML comes with a later issue)."""
-    fmt = request.query_params.get("_format")
-    if fmt and fmt not in ("json", *JSON_TYPES):
-        raise FhirError(
-            406, "NOT_ACCEPTABLE", f"_format '{fmt}' is not supported", issue_type="not-supported"
-        )
-    accept = request.headers.get("accept", "")
-    if not accept or fmt:
-        return
-    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
-    if not any(t in ("*/*", "application/*", *JSON_TYPES) for t in types):
-        raise FhirError(
-            406,
-            "NOT_ACCEPTABLE",
-            f"Cannot produce {accept}; use application/fhir+json",
-            issue_type="not-supported",
-        )
+def check_accept(request: Request) -> formats.Format:
+    """The response format (`_format`, then Accept): JSON or XML; 406 otherwise."""
+    return formats.negotiate(request.query_params.get("_format"), request.headers.get("accept"))
 
 
 async def read_body(request: Request, *, json_only: bool = True) -> bytes:
@@ -84,19 +72,66 @@ def prefer(request: Request, key: str) -> str | None:
     return None
 
 
+WRITE_METHODS = ("POST", "PUT", "PATCH")
+
+
+def _written_outcome(result: Result) -> bytes:
+    action = "Created" if result.status == 201 else "Updated"
+    message = f"{action} {result.resource_type}/{result.id} version {result.version_id}"
+    return orjson.dumps(operation_outcome("informational", message, severity="information"))
+
+
+def not_modified(request: Request, result: Result) -> bool:
+    """Conditional read: If-None-Match (ETag) or else If-Modified-Since says unchanged."""
+    if request.method not in ("GET", "HEAD") or result.status != 200:
+        return False
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and result.version_id is not None:
+        tags = {t.strip().removeprefix("W/").strip('"') for t in if_none_match.split(",")}
+        return "*" in tags or str(result.version_id) in tags
+    since = request.headers.get("if-modified-since")
+    if since and result.last_updated is not None:
+        try:
+            limit = parsedate_to_datetime(since)
+        except (TypeError, ValueError, IndexError):
+            return False
+        if limit.tzinfo is None:
+            return False
+        return result.last_updated.replace(microsecond=0) <= limit
+    return False
+
+
 def to_response(result: Result, request: Request | None = None) -> Response:
-    """Render a service Result; honours Prefer: return=minimal."""
+    """Render a service Result: Prefer return=minimal|representation|OperationOutcome on
+    writes, conditional read (304), response format (JSON/XML) and `_pretty`."""
     body = result.json
-    if (
-        request is not None
-        and result.status in (200, 201)
-        and prefer(request, "return") == "minimal"
-    ):
-        body = None
-    if isinstance(body, str):
-        body = body.encode()
+    if request is None:
+        fmt: formats.Format = "json"
+        pretty = False
+    else:
+        fmt = check_accept(request)
+        pretty = formats.is_pretty(request.query_params.get("_pretty"))
+        if not_modified(request, result):
+            keep = ("ETag", "Last-Modified", "Content-Location")
+            headers = {k: v for k, v in result.headers.items() if k in keep}
+            return Response(None, 304, headers=headers)
+        if (
+            request.method in WRITE_METHODS
+            and result.status in (200, 201)
+            and result.id is not None
+        ):
+            returned = prefer(request, "return")
+            if returned == "minimal":
+                body = None
+            elif returned == "operationoutcome":
+                body = _written_outcome(result)
+    if body:
+        body = formats.render(body, fmt, pretty)
     return Response(
-        body, result.status, headers=result.headers, media_type=FHIR_JSON if body else None
+        body or None,
+        result.status,
+        headers=result.headers,
+        media_type=formats.MEDIA_TYPES[fmt] if body else None,
     )
 
 

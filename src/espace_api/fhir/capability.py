@@ -3,13 +3,26 @@
 from typing import Any
 
 from espace_api import __version__
+from espace_api.fhir.patch import JSON_PATCH
 from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.search import SPECIAL
 
 SECURITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 SECURITY_TEXT = "SMART on FHIR v2 bearer tokens; see /.well-known/smart-configuration"
 
-INTERACTION_ORDER = ("read", "vread", "update", "delete", "history-instance", "create")
+INTERACTION_ORDER = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+FORMATS = ["application/fhir+json", "json", "application/fhir+xml", "xml"]
+PATCH_FORMATS = [JSON_PATCH, "application/fhir+json"]
 
 
 def capability_statement(base_url: str, published: str) -> dict[str, Any]:
@@ -22,16 +35,17 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                 "type": rtype.name,
                 "documentation": rtype.documentation,
                 "interaction": [
-                    {"code": code}
-                    for code in (*INTERACTION_ORDER, "search-type")
-                    if code in rtype.interactions
+                    {"code": code} for code in INTERACTION_ORDER if code in rtype.interactions
                 ],
                 "versioning": "versioned-update",
                 "readHistory": True,
                 "updateCreate": rtype.update_create,
                 "conditionalCreate": True,
-                "conditionalUpdate": False,
-                "conditionalDelete": "not-supported",
+                "conditionalRead": "full-support",
+                "conditionalUpdate": "update" in rtype.interactions,
+                "conditionalDelete": "single"
+                if "delete" in rtype.interactions
+                else "not-supported",
                 "referencePolicy": ["literal", "logical"],
                 "searchParam": [
                     {"name": p.name, "type": p.type, "documentation": p.description} for p in params
@@ -46,7 +60,8 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
         "software": {"name": "espace-api", "version": __version__},
         "implementation": {"description": "espace-api FHIR R4 server", "url": base_url},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
+        "format": FORMATS,
+        "patchFormat": PATCH_FORMATS,
         "rest": [
             {
                 "mode": "server",
@@ -65,7 +80,11 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                     "description": SECURITY_TEXT,
                 },
                 "resource": resources,
-                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
             }
         ],
     }

@@ -268,10 +268,17 @@ async def update(
             f"If-Match {if_match} does not match current version {current.version_id}",
             "VERSION_CONFLICT",
         )
+    return await write_update(ctx, rtype, current, body)
+
+
+async def write_update(
+    ctx: Context, rtype: ResourceType, current: StoredRow, body: Any, method: str = "PUT"
+) -> Result:
+    """Write `body` as the next version of `current` (locked by the caller): update, patch."""
     now = ctx.clock.now()
     version = current.version_id + 1
-    content, patient_id = await _prepare(ctx, rtype, body, id_, version, now)
-    result = await _write(ctx, rtype, content, patient_id, id_, version, now, "PUT")
+    content, patient_id = await _prepare(ctx, rtype, body, current.id, version, now)
+    result = await _write(ctx, rtype, content, patient_id, current.id, version, now, method)
     return version_headers(result, ctx.base, content_location=True)
 
 
