@@ -183,7 +183,11 @@ async def test_disabled_client_gets_no_token(client, auth, now):
         ({"grant_type": "password"}, "unsupported_grant_type"),
         ({"grant_type": "client_credentials"}, "invalid_request"),
         (
-            {"grant_type": "client_credentials", "client_assertion_type": "x", "client_assertion": "y"},
+            {
+                "grant_type": "client_credentials",
+                "client_assertion_type": "x",
+                "client_assertion": "y",
+            },
             "invalid_request",
         ),
     ],

@@ -86,7 +86,6 @@ async def smart_configuration(request: Request) -> JSONResponse:
     body: dict[str, Any] = {
         "capabilities": ["client-confidential-asymmetric", "permission-v2", "permission-v1"],
         "scopes_supported": list(SCOPES_SUPPORTED),
-        "response_types_supported": ["token"],
         "token_endpoint_auth_methods_supported": [],
         "grant_types_supported": [],
         "token_endpoint_auth_signing_alg_values_supported": [],
