@@ -5,6 +5,7 @@ indexing and audit path as an update. Errors: 404 absent, 410 deleted, 412 If-Ma
 mismatch, 422 when the patch cannot apply or leaves an invalid resource.
 """
 
+import base64
 from typing import Any, Literal
 
 import orjson
@@ -67,3 +68,30 @@ async def patch(
             exc.status = 422
             exc.message = f"The patched resource is invalid: {exc.message}"
         raise
+
+
+def from_bundle_resource(resource: Any) -> tuple[PatchKind, Any]:
+    """A PATCH entry's patch: a Binary holding JSON Patch, or a FHIRPath Patch Parameters."""
+    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
+        return "fhirpath", resource
+    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        ctype = str(resource.get("contentType", "")).split(";")[0].strip().lower()
+        if ctype != fhir_patch.JSON_PATCH:
+            raise FhirError(
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                f"Binary.contentType '{ctype}' is not a supported patch format",
+                issue_type="not-supported",
+            )
+        try:
+            return "json-patch", orjson.loads(
+                base64.b64decode(resource.get("data", ""), validate=True)
+            )
+        except (ValueError, orjson.JSONDecodeError):
+            raise FhirError.bad_request(
+                "Binary.data must be base64 of a JSON Patch document", "INVALID_PATCH"
+            ) from None
+    raise FhirError.bad_request(
+        "A PATCH entry needs a Binary (JSON Patch) or Parameters (FHIRPath Patch) resource",
+        "INVALID_BUNDLE",
+    )

@@ -15,7 +15,8 @@ from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import references_in
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.values import format_instant
-from espace_api.resources import service
+from espace_api.resources import conditional, service
+from espace_api.resources import patch as patching
 from espace_api.resources.results import Result
 from espace_api.resources.service import Context
 
@@ -65,7 +66,7 @@ def _parse_entry(index: int, raw: Any) -> Entry:
     id_ = segments[1] if len(segments) > 1 else None
     version = segments[3] if len(segments) > 3 and segments[2] == "_history" else None
     resource = raw.get("resource")
-    if method in ("POST", "PUT") and not isinstance(resource, dict):
+    if method in ("POST", "PUT", "PATCH") and not isinstance(resource, dict):
         raise FhirError.bad_request(f"{method} entry needs a resource", "INVALID_BUNDLE")
     return Entry(
         index,
@@ -124,17 +125,28 @@ async def _execute(ctx: Context, entry: Entry) -> Result:
             ctx, rtype, entry.resource, if_none_exist=entry.if_none_exist, id_=entry.id
         )
     if entry.method == "PUT":
+        if entry.id is None and entry.query:
+            return await conditional.update(
+                ctx, rtype, entry.query, entry.resource, if_match=entry.if_match
+            )
         if entry.id is None:
-            raise FhirError.bad_request("PUT entry needs Type/id in request.url", "INVALID_BUNDLE")
+            raise FhirError.bad_request(
+                "PUT entry needs Type/id or Type?search in request.url", "INVALID_BUNDLE"
+            )
         return await service.update(ctx, rtype, entry.id, entry.resource, if_match=entry.if_match)
     if entry.method == "DELETE":
+        if entry.id is None and entry.query:
+            return await conditional.delete(ctx, rtype, entry.query)
         if entry.id is None:
-            raise FhirError.bad_request("DELETE entry needs Type/id", "INVALID_BUNDLE")
+            raise FhirError.bad_request(
+                "DELETE entry needs Type/id or Type?search", "INVALID_BUNDLE"
+            )
         return await service.delete(ctx, rtype, entry.id)
     if entry.method == "PATCH":
-        raise FhirError(
-            405, "NOT_SUPPORTED", "PATCH entries are not supported yet", issue_type="not-supported"
-        )
+        if entry.id is None:
+            raise FhirError.bad_request("PATCH entry needs Type/id", "INVALID_BUNDLE")
+        kind, body = patching.from_bundle_resource(entry.resource)
+        return await patching.patch(ctx, rtype, entry.id, kind, body, if_match=entry.if_match)
     if entry.id and entry.version:
         return await service.vread(ctx, rtype, entry.id, entry.version)
     if entry.id:
