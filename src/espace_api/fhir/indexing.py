@@ -85,6 +85,16 @@ def _references(value: Any) -> Iterator[tuple[str | None, str]]:
             yield split
 
 
+def _reference_identifier(param: SearchParam, value: Any) -> Iterator[tuple[str, str, None]]:
+    """Reference.identifier (logical reference), searched with `<param>:identifier`."""
+    if not isinstance(value, dict) or not isinstance(value.get("identifier"), dict):
+        return
+    if param.targets and value.get("type") not in (None, *param.targets):
+        return
+    for system, code, _ in _tokens(value["identifier"]):
+        yield system, code, None
+
+
 def extract_param(param: SearchParam, content: dict[str, Any], into: IndexRows) -> None:
     """Append the index values of one search parameter."""
     for path in param.paths:
@@ -102,6 +112,10 @@ def extract_param(param: SearchParam, content: dict[str, Any], into: IndexRows) 
                 if param.targets:
                     refs = ((t, i) for t, i in refs if t in param.targets)
                 into.references.extend((param.name, t, i) for t, i in refs)
+                into.tokens.extend(
+                    (f"{param.name}:identifier", s, c, None)
+                    for s, c, _ in _reference_identifier(param, value)
+                )
 
 
 def extract(rtype: ResourceType, content: dict[str, Any]) -> IndexRows:

@@ -2,6 +2,10 @@
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import orjson
 
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import REGISTRY, ResourceType, SearchParam
@@ -44,6 +48,23 @@ class Criterion:
     target_type: str | None = None  # reference type modifier, e.g. subject:Patient
     chain: "Criterion | None" = None  # chained parameter on the referenced type
     chain_type: ResourceType | None = None
+    # _has:Type:ref:param -> chain = param on has_type, whose `has_ref` points at us
+    has_type: ResourceType | None = None
+    has_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Include:
+    """One _include or _revinclude directive: `source:param[:target]`.
+
+    _include follows `param` of `source` resources to what they reference;
+    _revinclude adds the `source` resources whose `param` references a result.
+    """
+
+    source: ResourceType
+    param: SearchParam | None  # None = every reference parameter (`*`)
+    target: str | None = None
+    iterate: bool = False
 
 
 @dataclass
@@ -58,8 +79,8 @@ class SearchRequest:
     summary: str | None = None
     total: str = "accurate"
     elements: list[str] = field(default_factory=list)
-    include: list[str] = field(default_factory=list)
-    revinclude: list[str] = field(default_factory=list)
+    include: list[Include] = field(default_factory=list)
+    revinclude: list[Include] = field(default_factory=list)
     used: list[tuple[str, str]] = field(default_factory=list)  # kept for the self link
     ignored: list[str] = field(default_factory=list)
 
@@ -75,6 +96,8 @@ def _param_for(rtype: ResourceType, name: str) -> SearchParam | None:
 
 def _criterion(rtype: ResourceType, key: str, raw: str) -> Criterion | None:
     """Build a criterion from `name[:modifier][.chain]=value`; None when unknown."""
+    if key.startswith("_has:"):
+        return _has_criterion(rtype, key, raw)
     name, _, chain = key.partition(".")
     name, _, modifier = name.partition(":")
     param = _param_for(rtype, name)
@@ -112,6 +135,61 @@ def _criterion(rtype: ResourceType, key: str, raw: str) -> Criterion | None:
     return Criterion(param, values, modifier or None, target_type)
 
 
+def _has_criterion(rtype: ResourceType, key: str, raw: str) -> Criterion:
+    """`_has:DocumentReference:subject:type=x`: some DocumentReference whose `subject`
+    references this resource has type x (one level; no nested _has)."""
+    parts = key.split(":", 3)
+    if len(parts) != 4 or parts[1] not in REGISTRY:
+        raise FhirError.bad_request(
+            f"'{key}' must be _has:Type:reference:parameter", "INVALID_SEARCH"
+        )
+    has_type = REGISTRY[parts[1]]
+    ref = has_type.by_name.get(parts[2])
+    if ref is None or ref.type != "reference":
+        raise FhirError.bad_request(
+            f"'{parts[2]}' is not a reference parameter of {has_type.name}", "INVALID_SEARCH"
+        )
+    if ref.targets and rtype.name not in ref.targets:
+        raise FhirError.bad_request(
+            f"{has_type.name}.{parts[2]} cannot reference {rtype.name}", "INVALID_SEARCH"
+        )
+    inner = None if parts[3].startswith("_has:") else _criterion(has_type, parts[3], raw)
+    if inner is None:
+        raise FhirError.bad_request(f"Unknown parameter in '{key}'", "INVALID_SEARCH")
+    values = split_values(raw)
+    return Criterion(
+        SearchParam("_has", "reference", ()),
+        values,
+        has_type=has_type,
+        has_ref=ref.name,
+        chain=inner,
+        chain_type=has_type,
+    )
+
+
+def _include(req: SearchRequest, key: str, raw: str) -> None:
+    """Parse `_include[:iterate]=Type:param[:target]` (and _revinclude)."""
+    base, _, modifier = key.partition(":")
+    if modifier not in ("", "iterate", "recurse"):
+        raise FhirError.bad_request(f"Unknown modifier on '{key}'", "INVALID_SEARCH")
+    parts = raw.split(":")
+    source = REGISTRY.get(parts[0])
+    if len(parts) not in (2, 3) or source is None:
+        raise FhirError.bad_request(
+            f"{base} '{raw}' must be Type:parameter[:targetType]", "INVALID_SEARCH"
+        )
+    param = None if parts[1] == "*" else source.by_name.get(parts[1])
+    if parts[1] != "*" and (param is None or param.type != "reference"):
+        raise FhirError.bad_request(
+            f"'{parts[1]}' is not a reference parameter of {source.name}", "INVALID_SEARCH"
+        )
+    target = parts[2] if len(parts) == 3 else None
+    if target is not None and target not in REGISTRY:
+        raise FhirError.bad_request(f"Unknown target type in '{raw}'", "INVALID_SEARCH")
+    directive = Include(source, param, target, iterate=bool(modifier))
+    (req.include if base == "_include" else req.revinclude).append(directive)
+
+
 def _check_date(key: str, value: str) -> None:
     body = value[2:] if value[:2] in DATE_PREFIXES else value
     try:
@@ -143,6 +221,10 @@ def parse_search(
     """Parse query parameters. Unknown parameters are ignored, or refused when strict."""
     req = SearchRequest(rtype, count=default_count)
     for key, raw in params:
+        if key.partition(":")[0] in ("_include", "_revinclude"):
+            _include(req, key, raw)
+            req.used.append((key, raw))
+            continue
         if key in CONTROL:
             _control(req, key, raw, max_count)
             if key == "_count":
@@ -184,13 +266,57 @@ def _control(req: SearchRequest, key: str, raw: str, max_count: int) -> None:
             raise FhirError.bad_request(f"Invalid _total '{raw}'", "INVALID_SEARCH")
         req.total = raw
     elif key == "_elements":
-        req.elements.extend(split_values(raw))
-    elif key == "_include":
-        req.include.append(raw)
-    elif key == "_revinclude":
-        req.revinclude.append(raw)
+        req.elements.extend(e.removeprefix(f"{req.rtype.name}.") for e in split_values(raw))
 
 
 def special_param(name: str) -> SearchParam | None:
     """The SearchParam of a common parameter (_id, _lastUpdated)."""
     return SPECIAL.get(name)
+
+
+# ---------------------------------------------------------------- _summary and _elements
+
+SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+    "display": "subsetted",
+}
+_ALWAYS = frozenset({"resourceType", "id", "meta"})
+
+
+@cache
+def _element_sets(rtype: ResourceType) -> tuple[frozenset[str], frozenset[str]]:
+    """(summary elements, mandatory elements) of a type, from the model's field metadata."""
+    summary, mandatory = set(), set()
+    for name, info in rtype.model.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        alias = info.alias or name
+        if extra.get("summary_element_property"):
+            summary.add(alias)
+        if extra.get("element_required"):
+            mandatory.add(alias)
+    return frozenset(summary), frozenset(mandatory)
+
+
+def subsetting(req: SearchRequest) -> bool:
+    """Whether matches must be filtered (only then is their JSON parsed)."""
+    return bool(req.elements) or req.summary in ("true", "text", "data")
+
+
+def subset(req: SearchRequest, json: str) -> str:
+    """Filter a stored resource's top-level elements per _summary / _elements."""
+    content: dict[str, Any] = orjson.loads(json)
+    summary, mandatory = _element_sets(req.rtype)
+    if req.summary == "data":
+        keep = set(content) - {"text"}
+    elif req.summary == "text":
+        keep = _ALWAYS | mandatory | {"text"}
+    elif req.summary == "true":
+        keep = _ALWAYS | summary | mandatory
+    else:
+        keep = _ALWAYS | mandatory | set(req.elements)
+    out = {k: v for k, v in content.items() if k in keep or (k[:1] == "_" and k[1:] in keep)}
+    meta = dict(out.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    out["meta"] = meta
+    return orjson.dumps(out).decode()

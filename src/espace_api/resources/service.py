@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import ColumnElement, Table
+from sqlalchemy import ColumnElement, Table, false
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.access import policy
@@ -21,6 +21,7 @@ from espace_api.clock import Clock
 from espace_api.config import Settings
 from espace_api.db.schema import resource_versions, resources
 from espace_api.fhir import bundles, indexing
+from espace_api.fhir import search as search_mod
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.search import SearchRequest, parse_search
@@ -389,10 +390,43 @@ async def search(
     return await run_search(ctx, req)
 
 
+def _include_policy(ctx: Context) -> search_sql.TypePolicy:
+    """Included resources: the same visibility predicate, and a read scope on their type."""
+
+    def of(rtype: ResourceType, table: Table) -> ColumnElement[bool]:
+        if not ctx.identity.allows(rtype.name, "r"):
+            return false()
+        return ctx.policy(rtype, table)
+
+    return of
+
+
+async def _included(ctx: Context, req: SearchRequest, rows: list[Any]) -> list[Any]:
+    """_include / _revinclude rows (type, id, JSON, patient), then one :iterate round."""
+    seen = {(req.rtype.name, id_) for id_, _, _ in rows}
+    sources = sorted(seen)
+    out: list[Any] = []
+    for round_ in (0, 1):
+        includes = [d for d in req.include if round_ == 0 or d.iterate]
+        revincludes = [d for d in req.revinclude if round_ == 0 or d.iterate]
+        stmt = search_sql.include_statement(includes, revincludes, sources, _include_policy(ctx))
+        if stmt is None:
+            break
+        new = [m for m in await ctx.conn.execute(stmt) if (m[0], m[1]) not in seen]
+        seen.update((m[0], m[1]) for m in new)
+        out += new
+        sources = [(m[0], m[1]) for m in new]
+        if not sources:
+            break
+    return out
+
+
 async def run_search(ctx: Context, req: SearchRequest) -> Result:
     """Execute a parsed search and render the searchset Bundle."""
     rtype = req.rtype
-    page, count_stmt = search_sql.search_statements(req, lambda t: ctx.policy(rtype, t))
+    page, count_stmt = search_sql.search_statements(
+        req, lambda t: ctx.policy(rtype, t), lambda rt, t: ctx.policy(rt, t)
+    )
     summary_count = req.summary == "count"
     if summary_count:
         rows, total = [], (await repository.run_search(ctx.conn, page.limit(0), count_stmt))[1]
@@ -400,7 +434,8 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
         rows, total = await repository.run_search(
             ctx.conn, page, None if req.total == "none" else count_stmt
         )
-    patients = [p for _, _, p in rows] or [ctx.identity.patient_id]
+    included = await _included(ctx, req, rows) if rows and (req.include or req.revinclude) else []
+    patients = [p for _, _, p in rows] + [m[3] for m in included] or [ctx.identity.patient_id]
     await recorder.record(
         ctx.conn,
         ctx.clock,
@@ -410,8 +445,18 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
         patient_ids=patients,
         query="&".join(f"{k}={v}" for k, v in req.used),
     )
+    subsetted = search_mod.subsetting(req)
     entries = [
-        bundles.Entry(f"{ctx.base}/{rtype.name}/{id_}", json, "match") for id_, json, _ in rows
+        bundles.Entry(
+            f"{ctx.base}/{rtype.name}/{id_}",
+            search_mod.subset(req, json) if subsetted else json,
+            "match",
+        )
+        for id_, json, _ in rows
+    ]
+    entries += [
+        bundles.Entry(f"{ctx.base}/{type_}/{id_}", json, "include")
+        for type_, id_, json, _ in included
     ]
     links = bundles.page_links(
         f"{ctx.base}/{rtype.name}", req.used, req.offset, req.count, total, len(rows)

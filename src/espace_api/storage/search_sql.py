@@ -25,10 +25,14 @@ from espace_api.db.schema import (
     search_string,
     search_token,
 )
-from espace_api.fhir.search import DATE_PREFIXES, Criterion, SearchRequest
+from espace_api.fhir.registry import REGISTRY, ResourceType
+from espace_api.fhir.search import DATE_PREFIXES, Criterion, Include, SearchRequest
 from espace_api.fhir.values import date_range, normalize_string, split_reference
 
 PolicyFn = Callable[[Table], ColumnElement[bool]]
+# The access policy of any type (chains, _has, includes): same predicate as the main query.
+TypePolicy = Callable[[ResourceType, Table], ColumnElement[bool]]
+MAX_INCLUDED = 1000
 
 INDEX_TABLES: dict[str, Table] = {
     "token": search_token,
@@ -130,37 +134,55 @@ def _value_clause(t: Table, crit: Criterion, value: str) -> ColumnElement[bool]:
     return _reference_value(t, value, crit.target_type)
 
 
-def criterion_clause(r: Table, crit: Criterion) -> ColumnElement[bool]:
-    """The WHERE clause of one criterion against resources alias `r`."""
+def criterion_clause(
+    r: Table, crit: Criterion, type_policy: TypePolicy | None = None
+) -> ColumnElement[bool]:
+    """The WHERE clause of one criterion against resources alias `r`.
+
+    `type_policy` filters the other resources a chain or _has looks at (None: unfiltered).
+    """
     name = crit.param.name
+    if crit.has_type is not None:
+        return _has_clause(r, crit, type_policy)
     if name == "_id":
         return r.c.id.in_(crit.values) if crit.modifier != "not" else r.c.id.notin_(crit.values)
     if name == "_lastUpdated":
         # An instant is the range [t, t]: the same prefix rules as indexed dates.
         lu = r.c.last_updated
         return or_(*(_date_on(lu, lu, v, instant=True) for v in crit.values))
+    if crit.modifier == "identifier":  # Reference.identifier, indexed as tokens
+        t = search_token.alias()
+        join = _index_rows(r, t, f"{name}:identifier")
+        return exists().where(*join, or_(*(_token_value(t, v, None) for v in crit.values)))
     t = INDEX_TABLES[crit.param.type].alias()
     join = _index_rows(r, t, name)
     if crit.modifier == "missing":
         present = exists().where(*join)
         return not_(present) if crit.values[0] == "true" else present
     if crit.chain is not None:
-        return _chain_clause(r, crit)
+        return _chain_clause(r, crit, type_policy)
     ors = or_(*(_value_clause(t, crit, v) for v in crit.values))
     if crit.modifier == "not":
         return not_(exists().where(*join, ors))
     return exists().where(*join, ors)
 
 
-def _chain_clause(r: Table, crit: Criterion) -> ColumnElement[bool]:
+def _live(t: Table, rtype: ResourceType, type_policy: TypePolicy | None) -> list[Any]:
+    """Current, visible resources of one type in alias `t`."""
+    clauses = [t.c.resource_type == rtype.name, t.c.deleted.is_(False)]
+    if type_policy is not None:
+        clauses.append(type_policy(rtype, t))
+    return clauses
+
+
+def _chain_clause(r: Table, crit: Criterion, type_policy: TypePolicy | None) -> ColumnElement[bool]:
     """`subject:Patient.identifier=x`: the reference points at a target matching x."""
     assert crit.chain is not None and crit.chain_type is not None  # by construction
     target = resources.alias()
     ref = search_reference.alias()
     inner = and_(
-        target.c.resource_type == crit.chain_type.name,
-        target.c.deleted.is_(False),
-        criterion_clause(target, crit.chain),
+        *_live(target, crit.chain_type, type_policy),
+        criterion_clause(target, crit.chain, type_policy),
     )
     return exists().where(
         ref.c.resource_type == r.c.resource_type,
@@ -168,6 +190,23 @@ def _chain_clause(r: Table, crit: Criterion) -> ColumnElement[bool]:
         ref.c.param == crit.param.name,
         ref.c.target_type == crit.chain_type.name,
         ref.c.target_id.in_(select(target.c.id).where(inner)),
+    )
+
+
+def _has_clause(r: Table, crit: Criterion, type_policy: TypePolicy | None) -> ColumnElement[bool]:
+    """`_has:DocumentReference:subject:type=x`: a visible DocumentReference matching
+    type=x has a `subject` referencing this resource."""
+    assert crit.has_type is not None and crit.chain is not None  # by construction
+    other = resources.alias()
+    ref = search_reference.alias()
+    return exists().where(
+        ref.c.param == crit.has_ref,
+        ref.c.target_id == r.c.id,
+        ref.c.target_type == r.c.resource_type,
+        ref.c.resource_type == other.c.resource_type,
+        ref.c.resource_id == other.c.id,
+        *_live(other, crit.has_type, type_policy),
+        criterion_clause(other, crit.chain, type_policy),
     )
 
 
@@ -198,20 +237,27 @@ def _sort_column(r: Table, req: SearchRequest, name: str, desc: bool) -> Any:
     )
 
 
-def where_clause(r: Table, req: SearchRequest, policy: ColumnElement[bool]) -> ColumnElement[bool]:
+def where_clause(
+    r: Table,
+    req: SearchRequest,
+    policy: ColumnElement[bool],
+    type_policy: TypePolicy | None = None,
+) -> ColumnElement[bool]:
     """Everything a search filters on: type, liveness, policy, criteria."""
     return and_(
         r.c.resource_type == req.rtype.name,
         r.c.deleted.is_(False),
         policy,
-        *(criterion_clause(r, c) for c in req.criteria),
+        *(criterion_clause(r, c, type_policy) for c in req.criteria),
     )
 
 
-def search_statements(req: SearchRequest, policy_for: PolicyFn) -> tuple[Select, Select]:
+def search_statements(
+    req: SearchRequest, policy_for: PolicyFn, type_policy: TypePolicy | None = None
+) -> tuple[Select, Select]:
     """(page query returning id + JSON text + patient, count query)."""
     r = resources.alias("r")
-    where = where_clause(r, req, policy_for(r))
+    where = where_clause(r, req, policy_for(r), type_policy)
     order = []
     for name, desc in req.sort:
         column = _sort_column(r, req, name, desc)
@@ -228,3 +274,60 @@ def search_statements(req: SearchRequest, policy_for: PolicyFn) -> tuple[Select,
     )
     count = select(func.count()).select_from(r).where(where)
     return page, count
+
+
+def _by_type(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for type_name, id_ in keys:
+        out.setdefault(type_name, []).append(id_)
+    return out
+
+
+def include_statement(
+    includes: list[Include],
+    revincludes: list[Include],
+    sources: list[tuple[str, str]],
+    type_policy: TypePolicy,
+) -> Select | None:
+    """Resources that `sources` (type, id) reference (_include) or that reference them
+    (_revinclude), each under its own type's policy: rows (type, id, JSON, patient)."""
+    found = _by_type(sources)
+    inc = resources.alias("inc")
+    branches = []
+    for d in includes:
+        ids = found.get(d.source.name)
+        if not ids:
+            continue
+        ref = search_reference.alias()
+        conds = [ref.c.resource_type == d.source.name, ref.c.resource_id.in_(ids)]
+        if d.param is not None:
+            conds.append(ref.c.param == d.param.name)
+        targets = (d.target,) if d.target else (d.param.targets if d.param else ()) or REGISTRY
+        conds.append(ref.c.target_type.in_(list(targets)))
+        linked = exists().where(
+            *conds, ref.c.target_type == inc.c.resource_type, ref.c.target_id == inc.c.id
+        )
+        visible = or_(*(and_(*_live(inc, REGISTRY[t], type_policy)) for t in targets))
+        branches.append(and_(linked, visible))
+    for d in revincludes:
+        ref = search_reference.alias()
+        pointing = [
+            and_(ref.c.target_type == type_name, ref.c.target_id.in_(ids))
+            for type_name, ids in found.items()
+            if d.target in (None, type_name)
+        ]
+        if not pointing:
+            continue
+        conds = [ref.c.resource_type == inc.c.resource_type, ref.c.resource_id == inc.c.id]
+        if d.param is not None:
+            conds.append(ref.c.param == d.param.name)
+        linked = exists().where(*conds, or_(*pointing))
+        branches.append(and_(linked, *_live(inc, d.source, type_policy)))
+    if not branches:
+        return None
+    return (
+        select(inc.c.resource_type, inc.c.id, inc.c.content.cast(Text), inc.c.patient_id)
+        .where(or_(*branches))
+        .order_by(inc.c.resource_type, inc.c.id)
+        .limit(MAX_INCLUDED)
+    )
