@@ -2,8 +2,10 @@
 
 import gzip
 
+from fhir.resources.R4B.patient import Patient
 from lxml import etree
 
+from espace_api.fhir.formats import json_to_xml
 from tests.support.fhir import FHIR_JSON, create, patient
 
 NS = {"f": "http://hl7.org/fhir"}
@@ -136,3 +138,57 @@ async def test_metadata_declares_what_is_implemented(client):
     }
     xml = await client.get("/metadata", params={"_format": "xml"})
     assert etree.fromstring(xml.content).tag == "{http://hl7.org/fhir}CapabilityStatement"
+
+
+def test_json_to_xml_round_trips_through_fhir_resources():
+    resource = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "meta": {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"},
+        "text": {
+            "status": "generated",
+            "div": '<div xmlns="http://www.w3.org/1999/xhtml">Camille <b>Testeur</b></div>',
+        },
+        "extension": [{"url": "http://example.org/ext", "valueString": "v"}],
+        "active": True,  # alphabetically first in the stored JSON, after identifier in XML
+        "identifier": [{"system": "urn:x", "value": "1"}],
+        "name": [
+            {
+                "family": "A",
+                "given": ["B", "C"],
+                "_given": [None, {"extension": [{"url": "http://e/y", "valueBoolean": False}]}],
+            }
+        ],
+        "multipleBirthInteger": 2,
+    }
+    xml = json_to_xml(resource)
+    canonical = Patient.model_validate(resource).model_dump(mode="json")
+    assert Patient.model_validate_xml(xml).model_dump(mode="json") == canonical
+    root = etree.fromstring(xml)
+    order = [etree.QName(child).localname for child in root]
+    assert order.index("identifier") < order.index("active") < order.index("name")
+
+
+def test_json_to_xml_element_ids_and_incomplete_content():
+    # a subsetted DocumentReference (no status, no content) still renders
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {
+                "fullUrl": "http://test/DocumentReference/d1",
+                "resource": {
+                    "resourceType": "DocumentReference",
+                    "id": "d1",
+                    "subject": {"id": "s1", "reference": "Patient/p1"},
+                },
+                "search": {"mode": "match"},
+            }
+        ],
+    }
+    root = etree.fromstring(json_to_xml(bundle))
+    doc = root.find("f:entry/f:resource/f:DocumentReference", NS)
+    assert doc.find("f:id", NS).get("value") == "d1"  # a resource id is an element
+    assert doc.find("f:subject", NS).get("id") == "s1"  # an element id is an attribute
+    entry = [etree.QName(c).localname for c in root.find("f:entry", NS)]
+    assert entry == ["fullUrl", "resource", "search"]

@@ -1,14 +1,20 @@
 """Response formats: JSON (always, the hot path) and XML; `_format`, Accept and `_pretty`.
 
-JSON bodies leave as stored (no re-parse) unless `_pretty=true`. XML is produced by parsing
-the JSON into its fhir.resources model and serialising that (`model_dump_xml`, lxml):
-acceptable because XML is not the hot path. Request bodies are JSON only.
+JSON bodies leave as stored (no re-parse) unless `_pretty=true`. XML is produced from the
+stored JSON by `json_to_xml`, the direct JSON -> XML mapping of http://hl7.org/fhir/R4/xml.html
+(lxml), with elements ordered by the fhir.resources models' element sequences. It does not
+re-validate through the models: `model_dump_xml` would refuse deliberately incomplete content
+(`_elements`, `_summary`), writes element ids as child elements instead of attributes and
+rewrites instants. Request bodies are JSON only.
 """
 
-from typing import Literal
+import typing
+from itertools import zip_longest
+from typing import Any, Literal
 
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
+from lxml import etree
 
 from espace_api.fhir.errors import FhirError
 
@@ -74,9 +80,92 @@ def is_pretty(value: str | None) -> bool:
 
 def to_xml(body: bytes | str, pretty: bool = False) -> bytes:
     """Serialise a FHIR JSON resource (or Bundle) as FHIR XML."""
-    data = orjson.loads(body)
-    model = get_fhir_model_class(data["resourceType"]).model_validate(data)
-    return model.model_dump_xml(pretty_print=pretty)  # type: ignore[no-any-return]
+    return json_to_xml(orjson.loads(body), pretty)
+
+
+# ---------------------------------------------------------------- direct JSON -> XML
+
+FHIR_NS = "http://hl7.org/fhir"
+
+
+def _model(name: str) -> Any:
+    try:
+        return get_fhir_model_class(name)
+    except (KeyError, ValueError, LookupError):
+        return None
+
+
+def _child_model(cls: Any, name: str) -> Any:
+    field = (getattr(cls, "model_fields", None) or {}).get(name)
+    if field is None:
+        return None
+    t: Any = field.annotation
+    while typing.get_args(t):
+        t = next(a for a in typing.get_args(t) if a is not type(None))
+    type_name = getattr(t, "__name__", "")
+    if type_name.endswith("Type") and type_name[:1].isupper():
+        return _model(type_name[: -len("Type")])
+    return None
+
+
+def _names(cls: Any, obj: dict[str, Any]) -> list[str]:
+    names = list(dict.fromkeys(k.removeprefix("_") for k in obj if k != "resourceType"))
+    if cls is None:
+        return names
+    rank = {n: i for i, n in enumerate(cls.elements_sequence())}
+    return sorted(names, key=lambda n: rank.get(n, len(rank)))
+
+
+def _primitive(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _children(el: Any, obj: dict[str, Any], cls: Any, resource: bool) -> None:
+    for name in _names(cls, obj):
+        if not resource and (name == "id" or (name == "url" and cls is _model("Extension"))):
+            if isinstance(obj.get(name), str):
+                el.set(name, obj[name])
+                continue
+        value, ext = obj.get(name), obj.get(f"_{name}")
+        values = value if isinstance(value, list) else [value]
+        exts = ext if isinstance(ext, list) else [ext]
+        for v, x in zip_longest(values, exts):
+            if v is None and x is None:
+                continue
+            if name == "div" and isinstance(v, str):
+                el.append(etree.fromstring(v))
+                continue
+            child = etree.SubElement(el, f"{{{FHIR_NS}}}{name}")
+            if isinstance(v, dict) and "resourceType" in v:
+                _resource(child, v)
+                continue
+            if isinstance(v, dict):
+                _children(child, v, _child_model(cls, name), False)
+            elif v is not None:
+                child.set("value", _primitive(v))
+            if isinstance(x, dict):
+                _children(child, x, _model("Element"), False)
+
+
+def _resource(parent: Any, data: dict[str, Any]) -> Any:
+    tag = f"{{{FHIR_NS}}}{data['resourceType']}"
+    el = (
+        etree.SubElement(parent, tag)
+        if parent is not None
+        else etree.Element(tag, nsmap={None: FHIR_NS})
+    )
+    _children(el, data, _model(data["resourceType"]), True)
+    return el
+
+
+def json_to_xml(data: dict[str, Any], pretty: bool = False) -> bytes:
+    """FHIR JSON -> FHIR XML without validation (http://hl7.org/fhir/R4/xml.html rules)."""
+    root = _resource(None, data)
+    return etree.tostring(  # type: ignore[no-any-return]
+        root, xml_declaration=True, encoding="utf-8", pretty_print=pretty
+    )
 
 
 def render(body: bytes | str, fmt: Format, pretty: bool = False) -> bytes:
