@@ -59,7 +59,12 @@ class BearerAuthenticator:
         cache_size: int,
         leeway: int,
     ) -> None:
-        self.sources = {normalise_url(s.issuer): s for s in sources}
+        self.sources: dict[str, TokenSource] = {}
+        for source in sources:
+            issuer = normalise_url(source.issuer)
+            if issuer in self.sources:
+                raise ValueError(f"two token sources share the issuer {issuer}")
+            self.sources[issuer] = source
         self.kinds = kinds
         self.clock = clock
         self.leeway = leeway

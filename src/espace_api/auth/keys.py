@@ -134,6 +134,8 @@ class ServerKeys:
         row = await self.repo.current_or_rotate(
             created_after=now - self.rotation, now=now, new_key=self._new_row
         )
+        # Private keys nobody can need any more (all their tokens expired) are destroyed.
+        await self.repo.delete_keys_retired_before(now - self.publish_after_retire)
         private = signer(load_private_pem(row.private_pem, self.passphrase), row.alg)
         self._current = (row, private)
         self._remember(row)
