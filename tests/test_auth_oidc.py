@@ -15,7 +15,7 @@ import pytest
 
 from espace_api.clock import Clock, utc_now
 from espace_api.main import create_app
-from tests.support.auth import AuthFactory, VendorKey
+from tests.support.auth import AuthFactory, VendorKey, bearer, code_of
 from tests.support.fhir import FHIR_JSON, INS_TEST, create, document, patient
 
 FC = "https://fc.test.invalid"
@@ -146,14 +146,6 @@ def id_token(key: VendorKey, clock: Clock, issuer: str, **claims: Any) -> str:
     base = {"iss": issuer, "aud": AUDIENCE, "iat": ts, "exp": ts + 300, "sub": "fc-sub-1"}
     base.update(claims)
     return key.sign({k: v for k, v in base.items() if v is not None})
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def code_of(response) -> str:
-    return response.json()["issue"][0]["details"]["coding"][0]["code"]
 
 
 @pytest.mark.parametrize("form", ["system|value", "value", "object"])

@@ -13,7 +13,15 @@ from datetime import timedelta
 
 import pytest
 
-from tests.support.auth import VendorKey, b64url, raw_token, server_claims, server_signed
+from tests.support.auth import (
+    VendorKey,
+    b64url,
+    bearer,
+    code_of,
+    raw_token,
+    server_claims,
+    server_signed,
+)
 from tests.support.fhir import FHIR_JSON, create, document, patient
 
 DOCS_RS = "system/DocumentReference.crs system/Binary.c system/Patient.s system/List.c"
@@ -39,16 +47,6 @@ async def world(client, auth) -> World:
     doc_b = (await create(client, lgc_b, document(b)))["id"]
     doc_a_by_b = (await create(client, lgc_b, document(a)))["id"]
     return World(a, b, doc_a, doc_b, doc_a_by_b)
-
-
-def code_of(response) -> str:
-    body = response.json()
-    assert body["resourceType"] == "OperationOutcome", body
-    return body["issue"][0]["details"]["coding"][0]["code"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # 401: bad tokens ------------------------------------------------------------------------

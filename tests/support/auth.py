@@ -53,15 +53,11 @@ class AuthFactory:
             )
         self._registered.add(client_id)
 
-    @staticmethod
-    def _headers(token: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token}"}
-
     async def patient(self, patient_id: str, scopes: str = "patient/*.cruds") -> dict[str, str]:
         issued = await self.issuer.mint(
             kind="patient", subject=f"ins-{patient_id}", scope=scopes, patient_id=patient_id
         )
-        return self._headers(issued.access_token)
+        return bearer(issued.access_token)
 
     async def system(
         self,
@@ -79,13 +75,13 @@ class AuthFactory:
             organization=organization,
             practitioner=practitioner,
         )
-        return self._headers(issued.access_token)
+        return bearer(issued.access_token)
 
     async def user(self, subject: str = "rpps-10001", scopes: str = "user/*.rs") -> dict[str, str]:
         issued = await self.issuer.mint(
             kind="user", subject=subject, scope=scopes, practitioner=subject
         )
-        return self._headers(issued.access_token)
+        return bearer(issued.access_token)
 
     async def operator(self) -> dict[str, str]:
         scopes = "system/*.cruds operator"
@@ -93,7 +89,7 @@ class AuthFactory:
         issued = await self.issuer.mint(
             kind="operator", subject="ops-test", scope=scopes, client_id="ops-test"
         )
-        return self._headers(issued.access_token)
+        return bearer(issued.access_token)
 
 
 # Helpers for the auth tests: vendor keys, client assertions, forged tokens. ----------------
@@ -101,6 +97,18 @@ class AuthFactory:
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Authorization header for a raw token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def code_of(response: Any) -> str:
+    """The stable error code of an OperationOutcome response."""
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    return body["issue"][0]["details"]["coding"][0]["code"]
 
 
 def raw_token(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:

@@ -8,11 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from espace_api.auth.jwt import ASYMMETRIC, TokenError, key_for
+from espace_api.auth.jwt import ASYMMETRIC, PRIVATE_MEMBERS, TokenError, key_for
 from espace_api.auth.scopes import invalid_scopes
 from espace_api.storage.auth_repository import ClientRow
 
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
 _DEFAULT_ALG = {"RSA": "RS384", "EC": "ES384"}
 
 
@@ -25,7 +24,7 @@ def validate_jwks(jwks: Any) -> dict[str, Any]:
     for item in jwks["keys"]:
         if not isinstance(item, dict):
             raise ValueError("each JWKS key must be an object")
-        if any(m in item for m in _PRIVATE_MEMBERS):
+        if PRIVATE_MEMBERS & item.keys():
             raise ValueError("the JWKS must contain public keys only (never send a private key)")
         kid = item.get("kid")
         if not isinstance(kid, str) or not kid or kid in kids:

@@ -18,6 +18,8 @@ from jose.exceptions import JOSEError
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 _CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 MAX_TOKEN_BYTES = 16 * 1024
+# JWK members that only private (or symmetric) keys have.
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
 class TokenError(Exception):
@@ -84,11 +86,15 @@ def key_for(jwk_dict: dict[str, Any], alg: str) -> Key:
         raise TokenError("TOKEN_KEY", "key is registered for another algorithm")
     if jwk_dict.get("use") not in (None, "sig"):
         raise TokenError("TOKEN_KEY", "key is not a signature key")
-    public = {k: v for k, v in jwk_dict.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
     try:
-        return jwk.construct(public, algorithm=alg)
+        return jwk.construct(public_only(jwk_dict), algorithm=alg)
     except (JOSEError, ValueError, TypeError) as exc:
         raise TokenError("TOKEN_KEY", "key cannot be used") from exc
+
+
+def public_only(jwk_dict: dict[str, Any]) -> dict[str, Any]:
+    """The JWK without any private member."""
+    return {k: v for k, v in jwk_dict.items() if k not in PRIVATE_MEMBERS}
 
 
 def verify_signature(token: str, key: Key, alg: str) -> None:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jws
 from jose.backends.base import Key
 
+from espace_api.auth.jwt import public_only
 from espace_api.clock import Clock
 from espace_api.storage.auth_repository import AuthRepository, SigningKeyRow
 
@@ -71,8 +72,7 @@ def thumbprint(public: dict[str, Any]) -> str:
 
 def public_jwk(key: PrivateKey, alg: str, kid: str | None = None) -> dict[str, Any]:
     """The public JWK of `key` with alg, use=sig and kid (thumbprint unless given)."""
-    public = signer(key, alg).public_key().to_dict()
-    public = {k: v for k, v in public.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
+    public = public_only(signer(key, alg).public_key().to_dict())
     public.update(use="sig", alg=alg)
     public["kid"] = kid or thumbprint(public)
     return public
