@@ -293,7 +293,7 @@ def _element_sets(rtype: ResourceType) -> tuple[frozenset[str], frozenset[str]]:
         alias = info.alias or name
         if extra.get("summary_element_property"):
             summary.add(alias)
-        if extra.get("element_required"):
+        if extra.get("element_required") or info.is_required():
             mandatory.add(alias)
     return frozenset(summary), frozenset(mandatory)
 
