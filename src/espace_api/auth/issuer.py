@@ -24,7 +24,7 @@ from espace_api.auth.jwt import (
 from espace_api.auth.keys import ServerKeys
 from espace_api.auth.scopes import narrow
 from espace_api.clock import Clock
-from espace_api.storage.auth_repository import AuthRepository
+from espace_api.storage.auth_repository import AuthRepository, ClientRow
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _PRACTITIONER = re.compile(r"^[A-Za-z0-9.:-]{1,64}$")
@@ -164,7 +164,10 @@ class BuiltinIssuer:
             practitioner=practitioner,
         )
 
-    async def _check_assertion(self, assertion: str, form_client: str | None) -> tuple[Any, dict]:
+    async def _check_assertion(
+        self, assertion: str, form_client: str | None
+    ) -> tuple[ClientRow, dict[str, Any]]:
+        """The registered client and the assertion's claims, once every rule is checked."""
         unverified = peek(assertion)
         claims = unverified.claims
         client_id = claims.get("iss")
