@@ -6,7 +6,7 @@ from fhir.resources.R4B.patient import Patient
 from lxml import etree
 
 from espace_api.fhir.formats import json_to_xml
-from tests.support.fhir import FHIR_JSON, create, patient
+from tests.support.fhir import FHIR_JSON, create, document, patient
 
 NS = {"f": "http://hl7.org/fhir"}
 
@@ -192,3 +192,19 @@ def test_json_to_xml_element_ids_and_incomplete_content():
     assert doc.find("f:subject", NS).get("id") == "s1"  # an element id is an attribute
     entry = [etree.QName(c).localname for c in root.find("f:entry", NS)]
     assert entry == ["fullUrl", "resource", "search"]
+
+
+async def test_subsetted_search_as_xml(client, auth):
+    ops = await auth.operator()
+    p = await create(client, ops, patient())
+    doc = await create(client, ops, document(p["id"]))
+    r = await client.get(
+        "/DocumentReference",
+        params={"_id": doc["id"], "_elements": "subject", "_format": "xml"},
+        headers=ops,
+    )
+    assert r.status_code == 200, r.text
+    root = etree.fromstring(r.content)
+    found = root.find("f:entry/f:resource/f:DocumentReference", NS)
+    assert found.find("f:id", NS).get("value") == doc["id"]
+    assert found.find("f:subject/f:reference", NS).get("value") == f"Patient/{p['id']}"
