@@ -1,0 +1,1 @@
+"""Document deposits (IHE MHD ITI-65) and content (Binary) on top of the blob store."""
