@@ -43,7 +43,6 @@ from espace_api.blobs.s3 import S3BlobStore
 from espace_api.blobs.sweeper import BlobSweeper
 from espace_api.clock import Clock
 from espace_api.config import Settings
-from espace_api.db.embedded import ensure_database_url
 from espace_api.db.engine import async_url
 from espace_api.db.migrate import upgrade
 from espace_api.storage import blob_repository as repo
@@ -54,11 +53,6 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
 # -- Postgres ------------------------------------------------------------------------------
-
-
-def _server_url() -> str:
-    settings = Settings()
-    return ensure_database_url(settings.database_url, settings.data_dir)
 
 
 def _with_db(url: str, name: str) -> str:
@@ -76,9 +70,12 @@ async def _admin(url: str, *statements: str) -> None:
 
 
 @pytest.fixture(scope="session")
-async def blob_template() -> AsyncIterator[tuple[str, str]]:
-    """A migrated database used as a template: (server url, template name)."""
-    server = await asyncio.to_thread(_server_url)
+async def blob_template(database_url: str) -> AsyncIterator[tuple[str, str]]:
+    """A migrated database used as a template: (server url, template name).
+
+    Made on the server of the suite's database (conftest: DATABASE_URL or embedded).
+    """
+    server = database_url
     name = f"blobs_tpl_{uuid.uuid4().hex[:12]}"
     await _admin(server, f'CREATE DATABASE "{name}"')
     # alembic's env calls asyncio.run: run it outside this event loop.
