@@ -100,7 +100,10 @@ def extract_param(param: SearchParam, content: dict[str, Any], into: IndexRows) 
     for path in param.paths:
         for value in walk(content, path):
             if param.type == "token":
-                into.tokens.extend((param.name, s, c, t) for s, c, t in _tokens(value))
+                into.tokens.extend(
+                    (param.name, s, c, normalize_string(t) if t else t)  # for :text
+                    for s, c, t in _tokens(value)
+                )
             elif param.type in ("string", "uri"):
                 into.strings.extend(
                     (param.name, normalize_string(s), s) for s in _strings(value) if s

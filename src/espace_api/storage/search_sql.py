@@ -72,7 +72,9 @@ def _range_match(
 
 def _token_value(t: Table, value: str, modifier: str | None) -> ColumnElement[bool]:
     if modifier == "text":
-        return func.lower(t.c.text).like(_like_escape(value.lower()) + "%", escape="\\")
+        # Indexed text is normalised (case and accents); lower() still matches older rows.
+        pattern = _like_escape(normalize_string(value)) + "%"
+        return func.lower(t.c.text).like(pattern, escape="\\")
     if "|" in value:
         system, _, code = value.partition("|")
         if not code:
