@@ -2,6 +2,7 @@
 
 import uuid
 
+from espace_api.fhir.registry import REGISTRY
 from tests.support.fhir import (
     FHIR_JSON,
     INS_TEST,
@@ -345,17 +346,24 @@ async def test_token_modifiers(client, auth):
         ops,
         document(p["id"], code="11502-2", status="superseded"),
     )
+    echo = await create(
+        client,
+        ops,
+        document(p["id"], code="18748-4", type={"text": "Échographie abdominale"}),
+    )
     pid = p["id"]
 
     async def find(**params: str) -> set[str]:
         return set(ids(await search(client, ops, "/DocumentReference", patient=pid, **params)))
 
-    assert await find(**{"type:not": f"{LOINC}|11488-4"}) == {lab["id"]}
-    assert await find(**{"type:not": "11502-2"}) == {cr["id"]}
+    assert await find(**{"type:not": f"{LOINC}|11488-4"}) == {lab["id"], echo["id"]}
+    assert await find(**{"type:not": "11502-2"}) == {cr["id"], echo["id"]}
     assert await find(**{"status:not": "current"}) == {lab["id"]}
     assert await find(**{"type:text": "compte rendu"}) == {cr["id"]}
     assert await find(**{"type:text": "COMPTE"}) == {cr["id"]}
     assert await find(**{"type:text": "rendu"}) == set()
+    assert await find(**{"type:text": "Échographie"}) == {echo["id"]}  # accent-insensitive
+    assert await find(**{"type:text": "echo"}) == {echo["id"]}
     assert await find(type=f"{LOINC}|") == {cr["id"], lab["id"]}
     assert await find(type="11502-2") == {lab["id"]}
     assert await find(type="|11502-2") == set()  # the code has a system
@@ -459,3 +467,14 @@ async def test_has_reverse_chain(client, auth):
     ):
         r = await client.get("/Patient", params={key: "x"}, headers=ops)
         assert r.status_code == 400, key
+
+
+async def test_capability_statement_lists_includes(client):
+    cs = (await client.get("/metadata")).json()
+    by_type = {r["type"]: r for r in cs["rest"][0]["resource"]}
+    for name, rtype in REGISTRY.items():
+        expected = {f"{name}:{p.name}" for p in rtype.params if p.type == "reference"}
+        assert set(by_type[name].get("searchInclude", [])) == expected
+    assert "DocumentReference:subject" in by_type["Patient"]["searchRevInclude"]
+    assert "DocumentReference:patient" in by_type["Patient"]["searchRevInclude"]
+    assert "DocumentReference:patient" not in by_type["Practitioner"]["searchRevInclude"]

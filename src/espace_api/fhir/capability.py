@@ -47,6 +47,15 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                 if "delete" in rtype.interactions
                 else "not-supported",
                 "referencePolicy": ["literal", "logical"],
+                "searchInclude": [
+                    f"{rtype.name}:{p.name}" for p in rtype.params if p.type == "reference"
+                ],
+                "searchRevInclude": [
+                    f"{other.name}:{p.name}"
+                    for other in REGISTRY.values()
+                    for p in other.params
+                    if p.type == "reference" and (not p.targets or rtype.name in p.targets)
+                ],
                 "searchParam": [
                     {"name": p.name, "type": p.type, "documentation": p.description} for p in params
                 ],
