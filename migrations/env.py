@@ -9,9 +9,11 @@ from espace_api.config import get_settings
 from espace_api.db.embedded import ensure_database_url
 from espace_api.db.engine import async_url
 from espace_api.db.schema import metadata
+from espace_api.storage.auth_repository import auth_metadata
+from espace_api.storage.blob_repository import blob_metadata
 
 config = context.config
-target_metadata = metadata
+target_metadata = [metadata, auth_metadata, blob_metadata]
 
 
 def _url() -> str:

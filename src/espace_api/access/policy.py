@@ -25,6 +25,7 @@ def require_scope(identity: Identity, rtype: ResourceType, interaction: Interact
         raise FhirError.forbidden(
             f"Token scopes do not allow {INTERACTION_NAMES[interaction]} on {rtype.name}",
             "INSUFFICIENT_SCOPE",
+            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
         )
 
 

@@ -54,8 +54,10 @@ class FhirError(Exception):
         )
 
     @classmethod
-    def forbidden(cls, message: str, code: str = "FORBIDDEN") -> "FhirError":
-        return cls(403, code, message, issue_type="forbidden")
+    def forbidden(
+        cls, message: str, code: str = "FORBIDDEN", headers: dict[str, str] | None = None
+    ) -> "FhirError":
+        return cls(403, code, message, issue_type="forbidden", headers=headers)
 
     @classmethod
     def not_found(cls, message: str, code: str = "NOT_FOUND") -> "FhirError":
