@@ -666,3 +666,14 @@ async def test_s3_backend_from_settings(engine: AsyncEngine, s3_server: S3Server
         assert await store.read_all("p-cfg", info.sha256) == b"hello"
     finally:
         await store.aclose()
+
+
+async def test_sweep_once_from_settings(database_url: str, tmp_path: Path) -> None:
+    """The entry point a CLI command or cron job calls: one sweep of the configured store."""
+    from espace_api.blobs.sweeper import sweep_once
+
+    settings = Settings(
+        database_url=database_url, blob_backend="filesystem", blob_dir=str(tmp_path / "b")
+    )
+    result = await sweep_once(settings, FakeClock(T0).clock())
+    assert result.failed == 0

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -24,6 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from espace_api.blobs.base import BlobKey, BlobStore
 from espace_api.clock import Clock
 from espace_api.storage import blob_repository as repo
+
+if TYPE_CHECKING:
+    from espace_api.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +115,22 @@ class BlobSweeper:
             except Exception:
                 log.exception("blob sweep failed")
             await asyncio.sleep(interval.total_seconds())
+
+
+async def sweep_once(settings: "Settings", clock: Clock | None = None) -> SweepResult:
+    """One sweep of the configured store (for a CLI command or a cron job)."""
+    from espace_api.blobs import open_blob_store
+    from espace_api.db.embedded import ensure_database_url
+    from espace_api.db.engine import make_engine
+
+    url = await asyncio.to_thread(ensure_database_url, settings.database_url, settings.data_dir)
+    resolved = settings.model_copy(update={"database_url": url})
+    engine = make_engine(resolved)
+    clock = clock or Clock()
+    store = await open_blob_store(resolved, engine, clock)
+    try:
+        grace = timedelta(seconds=settings.blob_sweep_grace_seconds)
+        return await BlobSweeper(engine, store, clock, grace).sweep()
+    finally:
+        await store.aclose()
+        await engine.dispose()
