@@ -16,10 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# fhir-kit-client for the compatibility tests (tests/compat); without npm they skip.
+compat/js/node_modules/.installed: compat/js/package-lock.json
+	if command -v npm >/dev/null; then npm ci --prefix compat/js --no-audit --no-fund && touch $@; \
+	else echo "npm not found: the fhir-kit-client compatibility test will be skipped"; fi
+
 run: install ## migrate and serve on http://127.0.0.1:8000 (embedded Postgres without DATABASE_URL)
 	$(BIN)/espace-api serve --host $(HOST) --port $(PORT)
 
-test: install lint ## full suite against a real Postgres (DATABASE_URL or embedded)
+test: install lint compat/js/node_modules/.installed ## full suite against a real Postgres (DATABASE_URL or embedded)
 	$(BIN)/pytest
 
 lint: install
