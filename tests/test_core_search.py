@@ -310,7 +310,6 @@ async def test_document_reference_parameters(client, auth):
             p["id"],
             code="34133-9",
             date="2023-01-15T08:00:00+01:00",
-            status="superseded",
             category=[{"coding": [{"system": LOINC, "code": "18748-4"}]}],
             author=[{"reference": "Practitioner/rpps-20002"}],
             identifier=[{"system": "urn:test:doc", "value": "doc-42"}],
@@ -333,8 +332,9 @@ async def test_document_reference_parameters(client, auth):
     assert await find(patient=pid, type=f"{LOINC}|34133-9") == {d2["id"]}
     assert await find(patient=pid, type="11488-4") == {d1["id"]}
     assert await find(patient=pid, category=f"{LOINC}|18748-4") == {d2["id"]}
-    assert await find(patient=pid, status="current") == {d1["id"]}
-    assert await find(patient=pid, status="superseded") == {d2["id"]}
+    # d2 replaces d1: the deposit marked d1 superseded in the same transaction
+    assert await find(patient=pid, status="current") == {d2["id"]}
+    assert await find(patient=pid, status="superseded") == {d1["id"]}
     assert await find(patient=pid, author="Practitioner/rpps-20002") == {d2["id"]}
     assert await find(patient=pid, author="rpps-10001") == {d1["id"]}
     assert await find(identifier="urn:test:doc|doc-42") == {d2["id"]}

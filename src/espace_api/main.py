@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES
 
 from espace_api import __version__
 from espace_api.api import errors, fhir_routes
@@ -18,6 +19,11 @@ from espace_api.clock import Clock
 from espace_api.config import Settings, get_settings
 from espace_api.db.embedded import ensure_database_url
 from espace_api.db.engine import make_engine
+from espace_api.documents import routes as documents_routes
+from espace_api.documents import setup as documents_setup
+
+DOCUMENT_TYPES = ("application/pdf", "image/*", "text/plain", "application/xml")
+DOCUMENT_TYPES += ("application/octet-stream",)
 
 DESCRIPTION = """FHIR R4 REST API of a patient-controlled health-document vault.
 
@@ -40,9 +46,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.clock = clock
         app.state.started = clock.now()
         await auth_setup.install(app)
+        await documents_setup.start(app)
         try:
             yield
         finally:
+            await documents_setup.stop(app)
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -52,7 +60,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(GZipMiddleware, minimum_size=1000)  # only if Accept-Encoding: gzip
+    # Only when the client sends Accept-Encoding: gzip; FHIR JSON/XML only: document bytes
+    # keep their Content-Length and Range semantics.
+    app.add_middleware(
+        GZipMiddleware,
+        minimum_size=1000,
+        compresslevel=5,
+        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, *DOCUMENT_TYPES),
+    )
     errors.install(app)
 
     @app.get("/healthz", tags=["ops"], summary="liveness probe")
@@ -67,5 +82,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     app.add_middleware(AccessLog)
     app.include_router(auth_routes.router)
+    app.include_router(documents_routes.router)  # Binary content routes before generic ones
     app.include_router(fhir_routes.router)
     return app

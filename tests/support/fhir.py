@@ -41,7 +41,17 @@ def document(
         "subject": {"reference": f"Patient/{patient_id}"},
         "date": date,
         "author": [{"reference": "Practitioner/rpps-10001"}],
-        "content": [{"attachment": {"contentType": "text/plain", "data": "SGVsbG8="}}],
+        "custodian": {"reference": "Organization/finess-123456789"},
+        "content": [
+            {
+                "attachment": {
+                    "contentType": "text/plain",
+                    "data": "SGVsbG8=",
+                    "title": "Compte rendu de consultation",
+                }
+            }
+        ],
+        "context": {"period": {"start": date[:10]}},
         **extra,
     }
 

@@ -20,6 +20,7 @@ from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
 from espace_api.config import Settings
 from espace_api.db.schema import resource_versions, resources
+from espace_api.documents import hooks as document_hooks
 from espace_api.fhir import bundles, indexing
 from espace_api.fhir import search as search_mod
 from espace_api.fhir.errors import FhirError
@@ -139,6 +140,7 @@ async def _prepare(
             raise FhirError.unprocessable(
                 f"Patient/{patient_id} does not exist", "REFERENCE_NOT_FOUND"
             )
+    content = await document_hooks.prepare(ctx, rtype, content, patient_id, id_, version_id)
     return content, patient_id
 
 
@@ -226,6 +228,9 @@ async def create(
 ) -> Result:
     """create (optionally conditional): 201, or 200 with the one existing match."""
     policy.require_scope(ctx.identity, rtype, "c")
+    existing = await document_hooks.replay(ctx, rtype, body)
+    if existing is not None:  # the same document deposited again (IHE MHD retry)
+        return existing
     if if_none_exist:
         ids = await match_ids(ctx, rtype, if_none_exist, limit=2)
         if len(ids) > 1:

@@ -6,10 +6,12 @@ per-entry outcomes. `urn:uuid:` fullUrls of created entries are resolved to thei
 in every reference before any entry is processed.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from espace_api.access import policy
 from espace_api.fhir import bundles
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import references_in
@@ -99,19 +101,52 @@ async def _assign_ids(ctx: Context, entries: list[Entry]) -> dict[str, str]:
 
 
 def _rewrite(entries: list[Entry], mapping: dict[str, str]) -> None:
+    """Replace fullUrls of Bundle entries in references and attachment urls."""
     for entry in entries:
-        if isinstance(entry.resource, dict):
-            for ref in references_in(entry.resource):
-                if ref["reference"] in mapping:
-                    ref["reference"] = mapping[ref["reference"]]
-                elif ref["reference"].startswith("urn:uuid:"):
-                    raise _fail(
-                        entry.index,
-                        FhirError.unprocessable(
-                            f"Reference '{ref['reference']}' matches no entry in the Bundle",
-                            "REFERENCE_NOT_FOUND",
-                        ),
-                    )
+        if not isinstance(entry.resource, dict):
+            continue
+        for node, key in _links_in(entry.resource):
+            value = node[key]
+            if value in mapping:
+                node[key] = mapping[value]
+            elif key == "reference" and value.startswith("urn:uuid:"):
+                raise _fail(
+                    entry.index,
+                    FhirError.unprocessable(
+                        f"Reference '{value}' matches no entry in the Bundle",
+                        "REFERENCE_NOT_FOUND",
+                    ),
+                )
+
+
+def _links_in(node: Any) -> Iterator[tuple[dict[str, Any], str]]:
+    """(dict, key) of every `reference` and `url` string (e.g. Attachment.url)."""
+    if isinstance(node, dict):
+        for key in ("reference", "url"):
+            if isinstance(node.get(key), str):
+                yield node, key
+        for value in node.values():
+            yield from _links_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _links_in(item)
+
+
+# Within the POST phase: Patients, then Binaries, then the rest, so that a compartment
+# resource finds its Patient and a DocumentReference finds its content (size and hash
+# checks) wherever they sit in the Bundle.
+WRITE_FIRST = {"Patient": 0, "Binary": 1}
+SCOPE_OF = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
+
+
+def _check_scopes(ctx: Context, entries: list[Entry]) -> None:
+    """Every entry's scope before any entry runs (an ITI-65 needs c on each type)."""
+    for entry in entries:
+        letter = SCOPE_OF.get(entry.method) or ("r" if entry.id else "s")
+        try:
+            policy.require_scope(ctx.identity, entry.rtype, letter)  # type: ignore[arg-type]
+        except FhirError as exc:
+            raise _fail(entry.index, exc) from None
 
 
 async def _execute(ctx: Context, entry: Entry) -> Result:
@@ -197,12 +232,11 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
             entries.append(_parse_entry(i, raw))
         except FhirError as exc:
             raise _fail(i, exc) from None
+    _check_scopes(ctx, entries)
     mapping = await _assign_ids(ctx, entries)
     _rewrite(entries, mapping)
     results: dict[int, Result] = {}
-    # Within a phase, Patients first: writing a compartment resource checks that its
-    # Patient exists, so the outcome must not depend on where the Patient sits in the Bundle.
-    for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.rtype.name != "Patient")):
+    for entry in sorted(entries, key=lambda e: (ORDER[e.method], WRITE_FIRST.get(e.rtype.name, 2))):
         try:
             results[entry.index] = await _execute(ctx, entry)
         except FhirError as exc:
