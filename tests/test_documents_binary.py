@@ -5,7 +5,6 @@ import os
 import uuid
 
 import orjson
-import pytest
 from sqlalchemy import func, select
 
 from espace_api.storage import blob_repository as blob_repo
@@ -14,12 +13,9 @@ from tests.support.documents import (
     SYSTEM_SCOPES,
     binary_resource,
     chunks,
-    documents_routes,  # noqa: F401 - fixture
     pdf,
 )
 from tests.support.fhir import FHIR_JSON, create, patient
-
-pytestmark = pytest.mark.usefixtures("documents_routes")
 
 
 async def new_patient(client, auth, **extra) -> str:

@@ -1,8 +1,4 @@
-"""IHE MHD ITI-65 deposits (transaction Bundles) and their rules, through HTTP.
-
-The `wired` fixture makes the resource service call the document hooks as docs/documents.md
-asks (a no-op once the service does so itself).
-"""
+"""IHE MHD ITI-65 deposits (transaction Bundles) and their rules, through HTTP."""
 
 import base64
 import uuid
@@ -18,15 +14,11 @@ from espace_api.storage import blob_repository as blob_repo
 from tests.support.documents import (
     SYSTEM_SCOPES,
     binary_resource,
-    documents_routes,  # noqa: F401 - fixture
     pdf,
     pdsm_document,
     sha1_b64,
-    wired,  # noqa: F401 - fixture
 )
 from tests.support.fhir import FHIR_JSON, create, patient
-
-pytestmark = pytest.mark.usefixtures("wired")
 
 
 def urn() -> str:

@@ -1,7 +1,7 @@
 """Wiring documents into the application: routes first, blob store and sweeper lifecycle.
 
-`install(app)` (in `create_app`) puts the Binary content routes ahead of the generic FHIR
-routes; `start(app)` / `stop(app)` (in the lifespan, after the engine exists) open and close
+`create_app` includes `documents.routes.router` before the generic FHIR routes;
+`start(app)` / `stop(app)` (in the lifespan, after the engine exists) open and close
 the blob store and run the sweeper as a background task when `run_sweeper` is true.
 """
 
@@ -14,16 +14,6 @@ from fastapi import FastAPI
 from espace_api.blobs import open_blob_store
 from espace_api.blobs.sweeper import BlobSweeper
 from espace_api.documents import binary
-
-
-def install(app: FastAPI) -> None:
-    """Add the Binary content routes before any other route (they take precedence)."""
-    from espace_api.documents.routes import router
-
-    if getattr(app.state, "documents_installed", False):
-        return
-    app.router.routes[:0] = router.routes
-    app.state.documents_installed = True
 
 
 async def start(app: FastAPI, *, run_sweeper: bool = True) -> None:
