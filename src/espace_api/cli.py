@@ -63,6 +63,15 @@ def cmd_openapi(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_sweep(_: argparse.Namespace) -> None:
+    """Delete blobs that no committed metadata references (after the grace period)."""
+    import asyncio
+
+    from espace_api.blobs.sweeper import sweep_once
+
+    print(asyncio.run(sweep_once(get_settings())))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="espace-api")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_argument("--output", default="openapi/openapi.json")
     openapi.add_argument("--check", action="store_true", help="fail if the file differs")
     openapi.set_defaults(func=cmd_openapi)
+    sweep = sub.add_parser("sweep-blobs", help="remove unreferenced document content")
+    sweep.set_defaults(func=cmd_sweep)
     try:
         from espace_api.auth.cli import register_cli
     except ImportError:  # the auth commands land with the auth issue
