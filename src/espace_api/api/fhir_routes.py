@@ -14,7 +14,7 @@ from espace_api.auth.identity import Identity
 from espace_api.fhir import formats
 from espace_api.fhir.capability import capability_statement
 from espace_api.fhir.errors import FhirError
-from espace_api.fhir.patch import JSON_PATCH
+from espace_api.fhir.patch import JSON_MERGE_PATCH, JSON_PATCH
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.validation import parse_json
 from espace_api.fhir.values import format_instant
@@ -60,18 +60,29 @@ def _strict(request: Request) -> bool:
 
 
 async def _patch_body(request: Request) -> tuple[patching.PatchKind, object]:
-    """JSON Patch or a FHIRPath Patch Parameters body; 415 for any other content type."""
+    """JSON Patch, JSON Merge Patch or a FHIRPath Patch Parameters body; 415 for any other
+    content type. A plain `application/json` object that is not a Parameters resource is a
+    merge patch (fhirpy's `patch()` sends a partial resource that way)."""
     body = await read_body(request, json_only=False)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == JSON_PATCH:
         return "json-patch", parse_json(body)
+    if ctype == JSON_MERGE_PATCH:
+        return "merge-patch", parse_json(body)
     if ctype in formats.JSON_TYPES:
-        return "fhirpath", parse_json(body)
+        parsed = parse_json(body)
+        if (
+            ctype == "application/json"
+            and isinstance(parsed, dict)
+            and parsed.get("resourceType") != "Parameters"
+        ):
+            return "merge-patch", parsed
+        return "fhirpath", parsed
     raise FhirError(
         415,
         "UNSUPPORTED_MEDIA_TYPE",
-        f"PATCH Content-Type '{ctype or 'none'}' is not supported; use {JSON_PATCH} "
-        "or application/fhir+json (FHIRPath Patch Parameters)",
+        f"PATCH Content-Type '{ctype or 'none'}' is not supported; use {JSON_PATCH}, "
+        f"{JSON_MERGE_PATCH} or application/fhir+json (FHIRPath Patch Parameters)",
         issue_type="not-supported",
     )
 

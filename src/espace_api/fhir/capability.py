@@ -3,7 +3,7 @@
 from typing import Any
 
 from espace_api import __version__
-from espace_api.fhir.patch import JSON_PATCH
+from espace_api.fhir.patch import JSON_MERGE_PATCH, JSON_PATCH
 from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.search import SPECIAL
 
@@ -22,7 +22,7 @@ INTERACTION_ORDER = (
     "search-type",
 )
 FORMATS = ["application/fhir+json", "json", "application/fhir+xml", "xml"]
-PATCH_FORMATS = [JSON_PATCH, "application/fhir+json"]
+PATCH_FORMATS = [JSON_PATCH, JSON_MERGE_PATCH, "application/fhir+json"]
 
 
 def capability_statement(base_url: str, published: str) -> dict[str, Any]:

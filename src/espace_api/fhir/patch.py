@@ -1,4 +1,5 @@
-"""Apply PATCH bodies to a resource dict: JSON Patch (RFC 6902) and FHIRPath Patch.
+"""Apply PATCH bodies to a resource dict: JSON Patch (RFC 6902), JSON Merge Patch
+(RFC 7396) and FHIRPath Patch.
 
 Pure functions, no database: `resources/patch.py` runs them inside the update path.
 
@@ -33,11 +34,39 @@ from fhir_core.utils import is_list_type
 from espace_api.fhir.errors import FhirError
 
 JSON_PATCH = "application/json-patch+json"
+JSON_MERGE_PATCH = "application/merge-patch+json"
 OPERATIONS = ("add", "insert", "delete", "replace", "move")
 
 
 def _invalid(message: str, code: str = "INVALID_PATCH") -> FhirError:
     return FhirError.unprocessable(message, code)
+
+
+# ---------------------------------------------------------------- JSON Merge Patch
+
+
+def apply_merge_patch(content: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """Apply an RFC 7396 JSON Merge Patch: a partial resource whose objects merge
+    recursively, whose `null` members remove, and whose other values (arrays included)
+    replace. This is what fhirpy's `patch()` sends."""
+    if not isinstance(patch, dict):
+        raise FhirError.bad_request(
+            "A JSON Merge Patch body must be a JSON object", "INVALID_PATCH"
+        )
+    merged: dict[str, Any] = _merge(copy.deepcopy(content), patch)
+    return merged
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = target if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
 
 
 # ---------------------------------------------------------------- JSON Patch

@@ -1,4 +1,5 @@
-"""The patch interaction: apply a JSON Patch or FHIRPath Patch, then update as PUT would.
+"""The patch interaction: apply a JSON Patch, JSON Merge Patch or FHIRPath Patch, then
+update as PUT would.
 
 The patched resource goes through `service.write_update`, the same validation, policy,
 indexing and audit path as an update. Errors: 404 absent, 410 deleted, 412 If-Match
@@ -19,13 +20,15 @@ from espace_api.resources.results import Result
 from espace_api.resources.service import Context
 from espace_api.storage import repository
 
-PatchKind = Literal["json-patch", "fhirpath"]
+PatchKind = Literal["json-patch", "merge-patch", "fhirpath"]
 
 
 def apply(kind: PatchKind, content: dict[str, Any], body: Any) -> dict[str, Any]:
     """The patched resource dict (not yet validated)."""
     if kind == "json-patch":
         return fhir_patch.apply_json_patch(content, body)
+    if kind == "merge-patch":
+        return fhir_patch.apply_merge_patch(content, body)
     return fhir_patch.apply_fhirpath_patch(content, body)
 
 
