@@ -1,7 +1,8 @@
 """Server behaviours that existing FHIR client libraries rely on (found by tests/compat):
-JSON Merge Patch (fhirpy's `patch()`)."""
+JSON Merge Patch (fhirpy's `patch()`), conditional create criteria in the POST query string
+(fhirpy's `get_or_create()`)."""
 
-from tests.support.fhir import FHIR_JSON, create, patient
+from tests.support.fhir import FHIR_JSON, INS_TEST, create, patient
 
 JSON = {"Content-Type": "application/json"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -38,3 +39,25 @@ async def test_merge_patch(client, auth) -> None:
     r = await client.patch(url, json={"active": True}, headers={**ops, **FHIR_JSON})
     assert r.status_code == 400
 
+
+async def test_conditional_create_criteria_in_query(client, auth) -> None:
+    ops = await auth.operator()
+    body = patient(family="Querycond")
+    ins = f"{INS_TEST}|{body['identifier'][0]['value']}"
+    headers = {**ops, **FHIR_JSON}
+
+    first = await client.post("/Patient", params={"identifier": ins}, json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    again = await client.post(
+        "/Patient", params={"identifier": ins, "_format": "json"}, json=body, headers=headers
+    )
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+
+    # criteria are parsed strictly (never an unknown parameter silently matching everything)
+    unknown = await client.post("/Patient", params={"nope": "x"}, json=body, headers=headers)
+    assert unknown.status_code == 400
+    # response-only parameters are not criteria: a plain create
+    plain = await client.post(
+        "/Patient", params={"_pretty": "true"}, json=patient(), headers=headers
+    )
+    assert plain.status_code == 201

@@ -1,7 +1,7 @@
 """FHIR REST routes, one set per registered type (so the OpenAPI spec names each type)."""
 
 from typing import Annotated
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Security
@@ -87,6 +87,18 @@ async def _patch_body(request: Request) -> tuple[patching.PatchKind, object]:
     )
 
 
+# Query parameters that shape a response rather than select resources.
+RESPONSE_PARAMS = frozenset({"_format", "_pretty"})
+
+
+def _query_criteria(request: Request) -> str | None:
+    """Conditional create criteria sent as the POST's query string instead of If-None-Exist
+    (fhirpy's `get_or_create()` and `create(**criteria)` do this). Parsed strictly, like
+    If-None-Exist: an unknown parameter is a 400, never a silent match-all."""
+    items = [(k, v) for k, v in request.query_params.multi_items() if k not in RESPONSE_PARAMS]
+    return urlencode(items) if items else None
+
+
 def _add_type_routes(rtype: ResourceType) -> None:
     name = rtype.name
     path = f"/{name}"
@@ -121,7 +133,7 @@ def _add_type_routes(rtype: ResourceType) -> None:
 
     async def create(request: Request, identity: Caller) -> Response:
         body = await read_resource(request)
-        cond = request.headers.get("if-none-exist")
+        cond = request.headers.get("if-none-exist") or _query_criteria(request)
         return await run(
             request, identity, lambda ctx: service.create(ctx, rtype, body, if_none_exist=cond)
         )
