@@ -1,8 +1,13 @@
-"""`make bench`: start the server (uvicorn, own process), create N resources, then read and
-search them with concurrent httpx clients; print req/s and p50/p95/p99 per scenario.
+"""`make bench`: start the server (uvicorn workers, own processes) and load it over loopback
+with concurrent httpx clients; print req/s and p50/p95/p99 per scenario.
 
-Usage: python -m bench.run [--resources 2000] [--concurrency 16] [--seconds 15]
-Uses DATABASE_URL's server (a fresh database) or an embedded Postgres.
+Scenarios (`--scenarios core,deposit,search`):
+- core: create Patients and DocumentReferences, read and search them;
+- deposit: IHE MHD ITI-65 transaction Bundles (DocumentReference + 50 KB PDF Binary) from
+  16 concurrent vendors, each with its own machine token;
+- search: ITI-67 searches by a professional on a database pre-loaded by bench.loader with
+  `--documents` DocumentReferences for `--patients` patients (loaded once, then reused).
+Uses DATABASE_URL's server or an embedded Postgres.
 """
 
 import argparse
@@ -20,6 +25,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from bench import documents, loader, tokens
 from bench.stats import Report, header
 from espace_api.db.embedded import start_embedded
 from espace_api.db.migrate import upgrade
@@ -47,7 +53,7 @@ def fresh_database() -> str:
     return url
 
 
-def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DATABASE_URL": url, "BASE_URL": f"http://127.0.0.1:{port}"}
     proc = subprocess.Popen(
         [
@@ -63,6 +69,8 @@ def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
             "--log-level",
             "warning",
             "--no-access-log",
+            "--workers",
+            str(workers),
         ],
         env=env,
     )
@@ -75,18 +83,6 @@ def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
         time.sleep(0.2)
     proc.kill()
     raise SystemExit("server did not start")
-
-
-def operator_token(url: str, base: str) -> str:
-    """Mint an operator token with the built-in issuer (dev helper)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "espace_api.cli", "token", "--kind", "operator"],
-        env={**os.environ, "DATABASE_URL": url, "BASE_URL": base},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
 
 
 async def load(
@@ -138,16 +134,17 @@ def document_body(pid: str) -> dict:
         "type": {"coding": [{"system": LOINC, "code": random.choice(TYPES)}]},
         "subject": {"reference": f"Patient/{pid}"},
         "date": f"2024-0{random.randint(1, 9)}-1{random.randint(0, 9)}T10:00:00Z",
-        "content": [{"attachment": {"contentType": "text/plain", "url": "Binary/none"}}],
+        "content": [{"attachment": {"contentType": "text/plain", "data": "Qm9uam91cg=="}}],
     }
 
 
-async def scenarios(base: str, token: str, args: argparse.Namespace) -> list[Report]:
+async def core_scenarios(
+    base: str, token: str, args: argparse.Namespace, patients: list[str]
+) -> list[Report]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
     limits = httpx.Limits(max_connections=args.concurrency * 2)
     reports = []
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as c:
-        patients: list[str] = []
         docs: list[str] = []
 
         async def create_patient(client: httpx.AsyncClient, i: int) -> httpx.Response:
@@ -210,23 +207,86 @@ async def scenarios(base: str, token: str, args: argparse.Namespace) -> list[Rep
     return reports
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--resources", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--port", type=int, default=8765)
-    args = parser.parse_args()
+async def deposit_scenario(
+    base: str, args: argparse.Namespace, patients: list[str], vendor_tokens: list[str]
+) -> list[Report]:
+    limits = httpx.Limits(max_connections=args.concurrency * 2)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
+        call = documents.deposit_call(patients, vendor_tokens)
+        name = f"deposit ITI-65 50KB PDF x{args.concurrency} vendors"
+        return [await load(name, args.concurrency, args.seconds, call, c)]
+
+
+async def search_scenario(base: str, args: argparse.Namespace, token: str) -> list[Report]:
+    limits = httpx.Limits(max_connections=args.concurrency * 2)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
+        call = documents.search_call(args.patients, token)
+        name = f"search ITI-67 on {args.documents // 1000}k docs"
+        return [await load(name, args.concurrency, args.seconds, call, c)]
+
+
+def run_core_and_deposit(args: argparse.Namespace) -> list[Report]:
     url = fresh_database()
     base = f"http://127.0.0.1:{args.port}"
-    server = start_server(url, args.port)
+    server = start_server(url, args.port, args.workers)
     try:
-        token = operator_token(url, base)
-        reports = asyncio.run(scenarios(base, token, args))
+        vendors = [tokens.vendor(i) for i in range(args.concurrency)]
+        minted = tokens.mint_all(url, base, [tokens.operator(), *vendors])
+        operator, vendor_tokens = minted[0], minted[1:]
+        patients = asyncio.run(create_patients(base, operator, 200))
+        reports: list[Report] = []
+        if "core" in args.scenarios:
+            reports += asyncio.run(core_scenarios(base, operator, args, patients))
+        if "deposit" in args.scenarios:
+            reports += asyncio.run(deposit_scenario(base, args, patients, vendor_tokens))
+        return reports
     finally:
         server.terminate()
         server.wait(timeout=10)
-    print(header())
+
+
+def run_search(args: argparse.Namespace) -> list[Report]:
+    url = loader.database_for(args.documents)
+    asyncio.run(loader.load(url, args.patients, args.documents))
+    base = f"http://127.0.0.1:{args.port + 1}"
+    server = start_server(url, args.port + 1, args.workers)
+    try:
+        (token,) = tokens.mint_all(url, base, [tokens.professional()])
+        return asyncio.run(search_scenario(base, args, token))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+async def create_patients(base: str, token: str, n: int) -> list[str]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as c:
+        ids = []
+        for _ in range(n):
+            r = await c.post("/Patient", json=patient_body())
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+        return ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenarios", default="core,deposit,search")
+    parser.add_argument("--resources", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--patients", type=int, default=100_000, help="search: loaded patients")
+    parser.add_argument("--documents", type=int, default=1_000_000, help="search: loaded docs")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    args.scenarios = set(args.scenarios.split(","))
+    reports: list[Report] = []
+    if args.scenarios & {"core", "deposit"}:
+        reports += run_core_and_deposit(args)
+    if "search" in args.scenarios:
+        reports += run_search(args)
+    print(header() + f"; {args.workers} uvicorn workers, {args.concurrency} concurrent clients")
     for report in reports:
         print(report.line())
 

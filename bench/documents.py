@@ -1,0 +1,113 @@
+"""Issue 4 scenarios: ITI-65 deposits by concurrent vendors; ITI-67 searches on a database
+pre-loaded with bench.loader (1 million DocumentReferences for 100,000 patients)."""
+
+import base64
+import hashlib
+import os
+import random
+import uuid
+from typing import Any
+
+import httpx
+
+from bench.loader import INS, LOINC, TYPES, patient_ins
+from bench.loader import patient_id as loaded_patient_id
+from bench.stats import Report
+
+PDF_SIZE = 50 * 1024
+
+
+def pdf_bytes() -> bytes:
+    """A distinct ~50 KB document with a PDF header (content is random: no dedupe)."""
+    head = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"
+    return head + os.urandom(PDF_SIZE - len(head) - 6) + b"\n%%EOF"
+
+
+def deposit_bundle(pid: str) -> dict[str, Any]:
+    """An ITI-65 transaction: Binary + DocumentReference (French PDSm metadata)."""
+    data = pdf_bytes()
+    binary_url = f"urn:uuid:{uuid.uuid4()}"
+    doc_url = f"urn:uuid:{uuid.uuid4()}"
+    code = random.choice(TYPES)
+    document = {
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
+        "status": "current",
+        "type": {"coding": [{"system": LOINC, "code": code}]},
+        "category": [{"coding": [{"system": LOINC, "code": code}]}],
+        "subject": {"reference": f"Patient/{pid}"},
+        "date": "2024-06-01T09:30:00Z",
+        "author": [{"reference": "Practitioner/rpps-10001"}],
+        "custodian": {"reference": "Organization/finess-123456789"},
+        "content": [
+            {
+                "attachment": {
+                    "contentType": "application/pdf",
+                    "url": binary_url,
+                    "size": len(data),
+                    "hash": base64.b64encode(hashlib.sha1(data).digest()).decode(),
+                    "title": "Compte rendu",
+                }
+            }
+        ],
+        "context": {"period": {"start": "2024-06-01"}},
+    }
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/pdf",
+        "securityContext": {"reference": f"Patient/{pid}"},
+        "data": base64.b64encode(data).decode(),
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": doc_url,
+                "resource": document,
+                "request": {"method": "POST", "url": "DocumentReference"},
+            },
+            {
+                "fullUrl": binary_url,
+                "resource": binary,
+                "request": {"method": "POST", "url": "Binary"},
+            },
+        ],
+    }
+
+
+def deposit_call(patients: list[str], vendor_tokens: list[str]):  # type: ignore[no-untyped-def]
+    async def call(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        token = vendor_tokens[i % len(vendor_tokens)]
+        return await client.post(
+            "/",
+            json=deposit_bundle(random.choice(patients)),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+        )
+
+    return call
+
+
+def search_call(patients: int, token: str):  # type: ignore[no-untyped-def]
+    """ITI-67 as a professional's software sends it: by INS, type, newest first."""
+
+    async def call(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        n = random.randrange(patients)
+        if i % 2:
+            params = {"patient": loaded_patient_id(n), "_sort": "-date"}
+        else:
+            params = {
+                "patient.identifier": f"{INS}|{patient_ins(n)}",
+                "type": f"{LOINC}|{random.choice(TYPES)}",
+                "status": "current",
+                "_sort": "-date",
+            }
+        return await client.get(
+            "/DocumentReference", params=params, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    return call
+
+
+def errors_of(report: Report) -> str:
+    return "" if not report.errors else f" ({report.errors} errors)"
