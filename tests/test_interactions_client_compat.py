@@ -1,6 +1,6 @@
 """Server behaviours that existing FHIR client libraries rely on (found by tests/compat):
 JSON Merge Patch (fhirpy's `patch()`), conditional create criteria in the POST query string
-(fhirpy's `get_or_create()`)."""
+(fhirpy's `get_or_create()`), the token endpoint in /metadata (fhirclient)."""
 
 from tests.support.fhir import FHIR_JSON, INS_TEST, create, patient
 
@@ -61,3 +61,14 @@ async def test_conditional_create_criteria_in_query(client, auth) -> None:
         "/Patient", params={"_pretty": "true"}, json=patient(), headers=headers
     )
     assert plain.status_code == 201
+
+
+async def test_metadata_names_the_token_endpoint(client) -> None:
+    """fhirclient discovers OAuth endpoints only from the CapabilityStatement (SMART
+    oauth-uris extension), not from .well-known/smart-configuration."""
+    cs = (await client.get("/metadata")).json()
+    (ext,) = cs["rest"][0]["security"]["extension"]
+    assert ext["url"] == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+    assert ext["extension"] == [{"url": "token", "valueUri": "http://test/auth/token"}]
+    wellknown = (await client.get("/.well-known/smart-configuration")).json()
+    assert wellknown["token_endpoint"] == "http://test/auth/token"

@@ -35,7 +35,11 @@ async def metadata(request: Request) -> Response:
     """The server's CapabilityStatement, generated from the registry."""
     fmt = check_accept(request)
     settings = request.app.state.settings
-    body = capability_statement(settings.base_url, format_instant(request.app.state.started))
+    auth = getattr(request.app.state, "auth", None)
+    token_url = auth.token_url if auth is not None and auth.issuer is not None else None
+    body = capability_statement(
+        settings.base_url, format_instant(request.app.state.started), token_url
+    )
     pretty = formats.is_pretty(request.query_params.get("_pretty"))
     rendered = formats.render(orjson.dumps(body), fmt, pretty)
     return Response(rendered, media_type=formats.MEDIA_TYPES[fmt])

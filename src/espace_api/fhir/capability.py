@@ -9,6 +9,9 @@ from espace_api.fhir.search import SPECIAL
 
 SECURITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 SECURITY_TEXT = "SMART on FHIR v2 bearer tokens; see /.well-known/smart-configuration"
+# SMART's CapabilityStatement extension naming the OAuth endpoints: clients that discover
+# through /metadata rather than .well-known (fhirclient) find the token endpoint here.
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 INTERACTION_ORDER = (
     "read",
@@ -25,8 +28,11 @@ FORMATS = ["application/fhir+json", "json", "application/fhir+xml", "xml"]
 PATCH_FORMATS = [JSON_PATCH, JSON_MERGE_PATCH, "application/fhir+json"]
 
 
-def capability_statement(base_url: str, published: str) -> dict[str, Any]:
-    """The server's CapabilityStatement."""
+def capability_statement(
+    base_url: str, published: str, token_url: str | None = None
+) -> dict[str, Any]:
+    """The server's CapabilityStatement; `token_url` (the built-in issuer's token endpoint,
+    if enabled) goes into the SMART oauth-uris security extension."""
     resources = []
     for rtype in REGISTRY.values():
         params = [*SPECIAL.values(), *rtype.params]
@@ -61,6 +67,15 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                 ],
             }
         )
+    security: dict[str, Any] = {
+        "cors": False,
+        "service": [{"coding": [{"system": SECURITY_SYSTEM, "code": "SMART-on-FHIR"}]}],
+        "description": SECURITY_TEXT,
+    }
+    if token_url:
+        security["extension"] = [
+            {"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": token_url}]}
+        ]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -74,20 +89,7 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "security": {
-                    "cors": False,
-                    "service": [
-                        {
-                            "coding": [
-                                {
-                                    "system": SECURITY_SYSTEM,
-                                    "code": "SMART-on-FHIR",
-                                }
-                            ]
-                        }
-                    ],
-                    "description": SECURITY_TEXT,
-                },
+                "security": security,
                 "resource": resources,
                 "interaction": [
                     {"code": "transaction"},
