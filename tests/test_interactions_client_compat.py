@@ -1,6 +1,7 @@
 """Server behaviours that existing FHIR client libraries rely on (found by tests/compat):
 JSON Merge Patch (fhirpy's `patch()`), conditional create criteria in the POST query string
-(fhirpy's `get_or_create()`), the token endpoint in /metadata (fhirclient)."""
+(fhirpy's `get_or_create()`), conditional patch (fhirpy's `searchset.patch()`), the token
+endpoint in /metadata (fhirclient)."""
 
 from tests.support.fhir import FHIR_JSON, INS_TEST, create, patient
 
@@ -72,3 +73,45 @@ async def test_metadata_names_the_token_endpoint(client) -> None:
     assert ext["extension"] == [{"url": "token", "valueUri": "http://test/auth/token"}]
     wellknown = (await client.get("/.well-known/smart-configuration")).json()
     assert wellknown["token_endpoint"] == "http://test/auth/token"
+
+
+async def test_conditional_patch(client, auth) -> None:
+    """PATCH /Type?criteria (fhirpy's `searchset.patch()`): 1 match -> patched, 0 -> 404,
+    several -> 412, none given -> 400."""
+    ops = await auth.operator()
+    body = patient(family="Condpatch", active=True)
+    ins = f"{INS_TEST}|{body['identifier'][0]['value']}"
+    p = await create(client, ops, body)
+
+    r = await client.patch(
+        "/Patient", params={"identifier": ins}, json={"active": False}, headers={**ops, **JSON}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == p["id"] and r.json()["active"] is False
+    ops_patch = [{"op": "add", "path": "/gender", "value": "male"}]
+    r = await client.patch(
+        "/Patient",
+        params={"identifier": ins},
+        json=ops_patch,
+        headers={**ops, "Content-Type": "application/json-patch+json", "If-Match": 'W/"2"'},
+    )
+    assert r.status_code == 200 and r.json()["meta"]["versionId"] == "3"
+
+    absent = await client.patch(
+        "/Patient",
+        params={"identifier": f"{INS_TEST}|0"},
+        json={"active": True},
+        headers={**ops, **JSON},
+    )
+    assert absent.status_code == 404
+    await create(client, ops, patient(family="Condpatchtwin"))
+    await create(client, ops, patient(family="Condpatchtwin"))
+    several = await client.patch(
+        "/Patient",
+        params={"family": "Condpatchtwin"},
+        json={"active": True},
+        headers={**ops, **JSON},
+    )
+    assert several.status_code == 412
+    bare = await client.patch("/Patient", json={"active": True}, headers={**ops, **JSON})
+    assert bare.status_code == 400

@@ -182,6 +182,16 @@ def _add_type_routes(rtype: ResourceType) -> None:
             lambda ctx: conditional.update(ctx, rtype, query, body, if_match=if_match),
         )
 
+    async def conditional_patch(request: Request, identity: Caller) -> Response:
+        kind, body = await _patch_body(request)
+        query = request.url.query
+        if_match = request.headers.get("if-match")
+        return await run(
+            request,
+            identity,
+            lambda ctx: conditional.patch(ctx, rtype, query, kind, body, if_match=if_match),
+        )
+
     async def conditional_delete(request: Request, identity: Caller) -> Response:
         query = request.url.query
         return await run(request, identity, lambda ctx: conditional.delete(ctx, rtype, query))
@@ -195,6 +205,7 @@ def _add_type_routes(rtype: ResourceType) -> None:
         ("POST", f"{path}/_search", search_post, f"search {name} (form body)"),
         ("POST", path, create, f"create {name}"),
         ("PUT", path, conditional_update, f"conditional update {name} (?search)"),
+        ("PATCH", path, conditional_patch, f"conditional patch {name} (?search)"),
         ("DELETE", path, conditional_delete, f"conditional delete {name} (?search)"),
         ("GET", f"{path}/_history", type_history, f"history of all {name}"),
         ("GET", f"{path}/{{id}}", read, f"read {name}"),
@@ -206,6 +217,7 @@ def _add_type_routes(rtype: ResourceType) -> None:
     ]
     gated = {
         conditional_update: "update",
+        conditional_patch: "patch",
         conditional_delete: "delete",
         type_history: "history-type",
         patch: "patch",

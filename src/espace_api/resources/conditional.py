@@ -1,4 +1,5 @@
-"""Conditional update (`PUT /Type?search`) and conditional delete (`DELETE /Type?search`).
+"""Conditional update (`PUT /Type?search`), patch (`PATCH /Type?search`) and delete
+(`DELETE /Type?search`).
 
 Matching uses `service.match_ids`, i.e. the search compiler under the caller's visibility
 predicate. A transaction-scoped advisory lock on (type, criteria) serialises concurrent
@@ -8,6 +9,7 @@ cannot both create.
 - update: 0 match -> create (or update-as-create with the body's id, where the type allows
   it); 1 match -> update of that resource (a body id must equal it, else 400);
   several -> 412.
+- patch: 0 match -> 404; 1 -> patch of that resource; several -> 412.
 - delete: 0 match -> 204 (nothing to delete, as an ordinary delete of an absent resource);
   1 -> delete; several -> 412 (conditionalDelete = single).
 """
@@ -19,6 +21,7 @@ from sqlalchemy import func, select
 from espace_api.access import policy
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import ResourceType
+from espace_api.resources import patch as patching
 from espace_api.resources import service
 from espace_api.resources.results import Result
 from espace_api.resources.service import Context
@@ -74,6 +77,23 @@ async def update(
             f"{rtype.name}/{body_id} exists but does not match the criteria", "ID_CONFLICT"
         )
     return await service.update(ctx, rtype, str(body_id), body)
+
+
+async def patch(
+    ctx: Context,
+    rtype: ResourceType,
+    query: str,
+    kind: patching.PatchKind,
+    body: Any,
+    *,
+    if_match: str | None = None,
+) -> Result:
+    """Conditional patch."""
+    policy.require_scope(ctx.identity, rtype, "u")
+    ids = await _match(ctx, rtype, query, "patch")
+    if not ids:
+        raise FhirError.not_found(f"No {rtype.name} matches the conditional patch criteria")
+    return await patching.patch(ctx, rtype, ids[0], kind, body, if_match=if_match)
 
 
 async def delete(ctx: Context, rtype: ResourceType, query: str) -> Result:
