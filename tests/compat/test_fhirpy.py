@@ -2,8 +2,9 @@
 
 Only fhirpy's public API, unmodified: resources and references, searchsets (chains,
 `_include`/`_revinclude`, sort, limit, count), conditional create (`get_or_create`, which
-sends the criteria as the POST's query string) and update, patch (fhirpy sends a partial
-resource as `application/json`: JSON Merge Patch), paging by following `next` links.
+sends the criteria as the POST's query string), conditional update, patch and delete,
+patch (fhirpy sends a partial resource as `application/json`: JSON Merge Patch), paging by
+following `next` links.
 """
 
 import uuid
@@ -112,6 +113,12 @@ def test_sync_conditional_create_and_update(sync: SyncFHIRClient) -> None:
     )
     assert created and fresh.id != first.id
     assert len(sync.resources("Patient").search(identifier=ins_of(body)).fetch_all()) == 1
+
+    patched = search.patch(gender="male")  # PATCH /Patient?identifier=...
+    assert patched.id == first.id and patched["gender"] == "male"
+    _, status = search.delete()  # DELETE /Patient?identifier=...
+    assert status == 204
+    assert search.fetch() == []
 
 
 async def test_async_conditional_create(aclient: AsyncFHIRClient) -> None:
