@@ -286,3 +286,27 @@ async def test_async_paging_iteration(aclient: AsyncFHIRClient, many: str) -> No
     given = [p["name"][0]["given"][0] async for p in search]
     assert given == [f"N{i:03d}" for i in reversed(range(PAGED))]
     assert len(await search.fetch_all()) == PAGED
+
+
+# ------------------------------------------------------------------ a patient's own token
+
+
+def test_sync_patient_token(live: LiveServer, documents: dict[str, Any]) -> None:
+    """A patient token (patient/*.rs) sees its compartment only: another patient's document
+    is a 404 as fhirpy reports it, a search naming another patient is empty."""
+    p = documents["patient"]
+    mine = SyncFHIRClient(
+        live.url,
+        authorization=f"Bearer {live.token('patient', patient_id=p.id, scopes='patient/*.rs')}",
+    )
+    docs = mine.resources("DocumentReference").search(patient=p.id).sort("date").fetch_all()
+    assert [d.id for d in docs] == [d.id for d in documents["documents"]]
+    assert mine.reference("Patient", p.id).to_resource().id == p.id
+
+    other = f"p-{uuid.uuid4().hex[:8]}"
+    stranger = SyncFHIRClient(
+        live.url, authorization=f"Bearer {live.token('patient', patient_id=other)}"
+    )
+    with pytest.raises(ResourceNotFound):
+        stranger.get("DocumentReference", documents["documents"][0].id)
+    assert stranger.resources("DocumentReference").search(patient=p.id).fetch() == []
