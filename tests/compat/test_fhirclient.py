@@ -161,3 +161,56 @@ def test_paging_include_history_with_models(operator: smart_client.FHIRClient) -
 
     history = Bundle.read_from(f"Patient/{pid}/_history", operator.server)
     assert history.type == "history" and history.entry[0].request.method == "POST"
+
+
+def test_strict_r4_parsing_of_other_outputs(
+    operator: smart_client.FHIRClient, live: LiveServer, operator_token: str
+) -> None:
+    """Subsetted, summary, history and transaction-response Bundles and error outcomes, as
+    fhirclient's strict R4 models read them."""
+    server = operator.server
+    pid = Patient(patient(family="Strict")).create(server)["id"]
+    DocumentReference(document(pid)).create(server)
+    for path in (
+        f"DocumentReference?patient={pid}&_summary=true",
+        f"DocumentReference?patient={pid}&_elements=type,date",
+        f"DocumentReference?patient={pid}&_summary=count",
+        f"Patient?_id={pid}&_revinclude=DocumentReference:subject",
+        "DocumentReference/_history?_count=5",
+        "_history?_count=5",
+    ):
+        bundle = Bundle.read_from(path, server)
+        assert bundle.type in ("searchset", "history"), path
+
+    tx = Bundle(
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "fullUrl": "urn:uuid:0b7c1b4e-0000-4000-8000-000000000001",
+                    "resource": patient(family="Strict"),
+                    "request": {"method": "POST", "url": "Patient"},
+                }
+            ],
+        }
+    )
+    response = Bundle(tx.create(server))
+    assert response.type == "transaction-response"
+    assert response.entry[0].response.status.startswith("201")
+
+    for status, call in (
+        (401, lambda: requests.get(f"{live.url}/Patient", timeout=10)),
+        (
+            412,
+            lambda: requests.put(
+                f"{live.url}/Patient/{pid}",
+                json={**patient(), "id": pid},
+                headers={"Authorization": f"Bearer {operator_token}", "If-Match": 'W/"9"'},
+                timeout=10,
+            ),
+        ),
+    ):
+        r = call()
+        assert r.status_code == status
+        OperationOutcome(r.json())
