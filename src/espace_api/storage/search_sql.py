@@ -1,6 +1,8 @@
 """Compile a parsed SearchRequest into SQL over the index tables (never JSON paths)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +43,37 @@ INDEX_TABLES: dict[str, Table] = {
     "date": search_date,
     "reference": search_reference,
 }
+
+
+# Building aliases (and their column collections) costs more than running the query, so
+# statements reuse pooled aliases: the n-th alias of a table within one statement is always
+# the same object, named `<table>_a<n>`. Distinct within a statement, shared across them.
+_R = resources.alias("r")
+_INC = resources.alias("inc")
+_POOL: dict[tuple[str, int], Any] = {}
+_COUNTS: ContextVar[dict[str, int] | None] = ContextVar("alias_counts", default=None)
+
+
+@contextmanager
+def _alias_scope() -> Iterator[None]:
+    token = _COUNTS.set({})
+    try:
+        yield
+    finally:
+        _COUNTS.reset(token)
+
+
+def _alias(table: Table) -> Any:
+    """A fresh alias of `table` for the statement being built."""
+    counts = _COUNTS.get()
+    if counts is None:  # outside search_statements: a one-off alias
+        return table.alias()
+    n = counts.get(table.name, 0)
+    counts[table.name] = n + 1
+    key = (table.name, n)
+    if key not in _POOL:
+        _POOL[key] = table.alias(f"{table.name}_a{n}")
+    return _POOL[key]
 
 
 def _like_escape(value: str) -> str:
@@ -153,10 +186,10 @@ def criterion_clause(
         lu = r.c.last_updated
         return or_(*(_date_on(lu, lu, v, instant=True) for v in crit.values))
     if crit.modifier == "identifier":  # Reference.identifier, indexed as tokens
-        t = search_token.alias()
+        t = _alias(search_token)
         join = _index_rows(r, t, f"{name}:identifier")
         return exists().where(*join, or_(*(_token_value(t, v, None) for v in crit.values)))
-    t = INDEX_TABLES[crit.param.type].alias()
+    t = _alias(INDEX_TABLES[crit.param.type])
     join = _index_rows(r, t, name)
     if crit.modifier == "missing":
         present = exists().where(*join)
@@ -180,8 +213,8 @@ def _live(t: Table, rtype: ResourceType, type_policy: TypePolicy | None) -> list
 def _chain_clause(r: Table, crit: Criterion, type_policy: TypePolicy | None) -> ColumnElement[bool]:
     """`subject:Patient.identifier=x`: the reference points at a target matching x."""
     assert crit.chain is not None and crit.chain_type is not None  # by construction
-    target = resources.alias()
-    ref = search_reference.alias()
+    target = _alias(resources)
+    ref = _alias(search_reference)
     inner = and_(
         *_live(target, crit.chain_type, type_policy),
         criterion_clause(target, crit.chain, type_policy),
@@ -199,8 +232,8 @@ def _has_clause(r: Table, crit: Criterion, type_policy: TypePolicy | None) -> Co
     """`_has:DocumentReference:subject:type=x`: a visible DocumentReference matching
     type=x has a `subject` referencing this resource."""
     assert crit.has_type is not None and crit.chain is not None  # by construction
-    other = resources.alias()
-    ref = search_reference.alias()
+    other = _alias(resources)
+    ref = _alias(search_reference)
     return exists().where(
         ref.c.param == crit.has_ref,
         ref.c.target_id == r.c.id,
@@ -218,7 +251,7 @@ def _sort_column(r: Table, req: SearchRequest, name: str, desc: bool) -> Any:
     if name == "_id":
         return r.c.id
     param = req.rtype.by_name[name]
-    t = INDEX_TABLES[param.type].alias()
+    t = _alias(INDEX_TABLES[param.type])
     key = {
         "date": "high" if desc else "low",
         "string": "value",
@@ -258,12 +291,13 @@ def search_statements(
     req: SearchRequest, policy_for: PolicyFn, type_policy: TypePolicy | None = None
 ) -> tuple[Select, Select]:
     """(page query returning id + JSON text + patient, count query)."""
-    r = resources.alias("r")
-    where = where_clause(r, req, policy_for(r), type_policy)
-    order = []
-    for name, desc in req.sort:
-        column = _sort_column(r, req, name, desc)
-        order.append(column.desc().nulls_last() if desc else column.asc().nulls_last())
+    r = _R
+    with _alias_scope():
+        where = where_clause(r, req, policy_for(r), type_policy)
+        order = []
+        for name, desc in req.sort:
+            column = _sort_column(r, req, name, desc)
+            order.append(column.desc().nulls_last() if desc else column.asc().nulls_last())
     if not req.sort:
         order.append(r.c.last_updated.asc())
     order.append(r.c.id.asc())
@@ -293,14 +327,24 @@ def include_statement(
 ) -> Select | None:
     """Resources that `sources` (type, id) reference (_include) or that reference them
     (_revinclude), each under its own type's policy: rows (type, id, JSON, patient)."""
+    with _alias_scope():
+        return _include_statement(includes, revincludes, sources, type_policy)
+
+
+def _include_statement(
+    includes: list[Include],
+    revincludes: list[Include],
+    sources: list[tuple[str, str]],
+    type_policy: TypePolicy,
+) -> Select | None:
     found = _by_type(sources)
-    inc = resources.alias("inc")
+    inc = _INC
     branches = []
     for d in includes:
         ids = found.get(d.source.name)
         if not ids:
             continue
-        ref = search_reference.alias()
+        ref = _alias(search_reference)
         conds = [ref.c.resource_type == d.source.name, ref.c.resource_id.in_(ids)]
         if d.param is not None:
             conds.append(ref.c.param == d.param.name)
@@ -312,7 +356,7 @@ def include_statement(
         visible = or_(*(and_(*_live(inc, REGISTRY[t], type_policy)) for t in targets))
         branches.append(and_(linked, visible))
     for d in revincludes:
-        ref = search_reference.alias()
+        ref = _alias(search_reference)
         pointing = [
             and_(ref.c.target_type == type_name, ref.c.target_id.in_(ids))
             for type_name, ids in found.items()
