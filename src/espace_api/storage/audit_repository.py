@@ -9,9 +9,9 @@ from espace_api.db.schema import audit_events
 
 
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
-    """Insert audit events (one statement)."""
+    """Insert audit events (executemany form: the compiled statement is cached)."""
     if events:
-        await conn.execute(insert(audit_events).values(events))
+        await conn.execute(insert(audit_events), events)
 
 
 async def events_for_patient(

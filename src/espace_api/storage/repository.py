@@ -164,7 +164,7 @@ async def insert_indexes(
     patient_id: str | None,
     index: IndexRows,
 ) -> None:
-    """Insert a resource's index rows (one multi-row statement per table)."""
+    """Insert a resource's index rows (one executemany batch per table)."""
     key = {"resource_type": resource_type, "resource_id": id_, "patient_id": patient_id}
     batches: list[tuple[Table, list[dict[str, Any]]]] = [
         (
@@ -182,8 +182,8 @@ async def insert_indexes(
         ),
     ]
     for table, rows in batches:
-        if rows:
-            await conn.execute(insert(table).values(rows))
+        if rows:  # executemany form: compiled once, sent as one batch
+            await conn.execute(insert(table), rows)
 
 
 async def history(
