@@ -5,9 +5,9 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from espace_api.db.schema import resources
+from espace_api.db.schema import resource_versions, resources
 from espace_api.documents.patient_state import SPACE_STATUS_URL
 from espace_api.documents.rules import CONFIDENTIALITY
 from espace_api.storage import blob_repository as blob_repo
@@ -18,7 +18,7 @@ from tests.support.documents import (
     pdsm_document,
     sha1_b64,
 )
-from tests.support.fhir import FHIR_JSON, create, patient
+from tests.support.fhir import FHIR_JSON, LOINC, create, patient
 
 
 def urn() -> str:
@@ -70,6 +70,26 @@ async def lgc(auth) -> dict[str, str]:
     return await auth.system("lgc-iti65", SYSTEM_SCOPES)
 
 
+async def footprint(app, pid: str) -> tuple[int, ...]:
+    """Rows that belong to a patient: resources, versions, content references."""
+    async with app.state.engine.connect() as conn:
+        counts = []
+        for table in (resources, resource_versions, blob_repo.blob_refs):
+            stmt = select(func.count()).select_from(table).where(table.c.patient_id == pid)
+            counts.append((await conn.execute(stmt)).scalar_one())
+        return tuple(counts)
+
+
+async def refused(client, app, headers, bundle, pid: str, status: int, expected: str):
+    """Send a deposit that must be refused with `expected`, and write nothing."""
+    before = await footprint(app, pid)
+    r = await send(client, headers, bundle)
+    assert r.status_code == status and code(r) == expected, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert await footprint(app, pid) == before
+    return r
+
+
 def code(r) -> str:
     return r.json()["issue"][0]["details"]["coding"][0]["code"]
 
@@ -99,7 +119,21 @@ async def test_provide_document_bundle(client, auth, app):
     assert {"system": CONFIDENTIALITY, "code": "N", "display": "normal"} in [
         c for label in doc["securityLabel"] for c in label["coding"]
     ]
-    raw = await client.get(f"/Binary/{bin_id}", headers=await auth.patient(pid))
+    # The patient finds it by type and date (ITI-67), then downloads the same bytes (ITI-68).
+    mine = await auth.patient(pid)
+    found = await client.get(
+        "/DocumentReference",
+        params={"patient": pid, "type": f"{LOINC}|11502-2", "date": "ge2024-03-01"},
+        headers=mine,
+    )
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [doc_id]
+    elsewhere = await client.get(
+        "/DocumentReference",
+        params={"patient": pid, "type": f"{LOINC}|11502-2", "date": "lt2024-03-01"},
+        headers=mine,
+    )
+    assert elsewhere.json()["total"] == 0
+    raw = await client.get(f"/Binary/{bin_id}", headers=mine)
     assert raw.status_code == 200 and raw.content == data
     async with app.state.engine.connect() as conn:
         stored = (
@@ -113,15 +147,13 @@ async def test_provide_document_bundle(client, auth, app):
         assert await blob_repo.refs_of_version(conn, pid, "Binary", bin_id, 1)
 
 
-async def test_missing_metadata_is_422_with_every_element(client, auth):
+async def test_missing_metadata_is_422_with_every_element(client, auth, app):
     pid = await new_patient(client, auth)
     bundle, doc = iti65(pid, pdf())
     for name in ("custodian", "date", "context"):
         del doc[name]
     del doc["content"][0]["attachment"]["title"]
-    r = await send(client, await lgc(auth), bundle)
-    assert r.status_code == 422, r.text
-    assert code(r) == "MISSING_METADATA"
+    r = await refused(client, app, await lgc(auth), bundle, pid, 422, "MISSING_METADATA")
     paths = [e for issue in r.json()["issue"] for e in issue["expression"]]
     assert {
         "DocumentReference.custodian",
@@ -131,41 +163,36 @@ async def test_missing_metadata_is_422_with_every_element(client, auth):
     } <= set(paths)
 
 
-async def test_size_and_hash_are_verified(client, auth):
+async def test_size_and_hash_are_verified(client, auth, app):
     pid = await new_patient(client, auth)
     headers = await lgc(auth)
     data = pdf()
     bundle, doc = iti65(pid, data)
     doc["content"][0]["attachment"]["hash"] = sha1_b64(b"something else")
-    r = await send(client, headers, bundle)
-    assert r.status_code == 422 and code(r) == "HASH_MISMATCH"
+    await refused(client, app, headers, bundle, pid, 422, "HASH_MISMATCH")
     bundle, doc = iti65(pid, data)
     doc["content"][0]["attachment"]["size"] = len(data) + 1
-    r = await send(client, headers, bundle)
-    assert r.status_code == 422 and code(r) == "SIZE_MISMATCH"
+    await refused(client, app, headers, bundle, pid, 422, "SIZE_MISMATCH")
     bundle, doc = iti65(pid, data)
     doc["content"][0]["attachment"].update(size=len(data), hash=sha1_b64(data))
     r = await send(client, headers, bundle)
     assert r.status_code == 200, r.text
 
 
-async def test_content_type_rules(client, auth):
+async def test_content_type_rules(client, auth, app):
     pid = await new_patient(client, auth)
     headers = await lgc(auth)
     bundle, doc = iti65(pid, pdf())
     doc["content"][0]["attachment"]["contentType"] = "application/x-msdownload"
-    r = await send(client, headers, bundle)
-    assert r.status_code == 422 and code(r) == "CONTENT_TYPE_NOT_ALLOWED"
+    await refused(client, app, headers, bundle, pid, 422, "CONTENT_TYPE_NOT_ALLOWED")
     bundle, doc = iti65(pid, pdf())
     doc["content"][0]["attachment"]["contentType"] = "image/png"  # the Binary is a PDF
-    r = await send(client, headers, bundle)
-    assert r.status_code == 422 and code(r) == "CONTENT_TYPE_MISMATCH"
+    await refused(client, app, headers, bundle, pid, 422, "CONTENT_TYPE_MISMATCH")
     bundle, _ = iti65(pid, b"this is not a PDF at all")
-    r = await send(client, headers, bundle)
-    assert r.status_code == 422 and code(r) == "CONTENT_TYPE_MISMATCH"
+    await refused(client, app, headers, bundle, pid, 422, "CONTENT_TYPE_MISMATCH")
 
 
-async def test_inline_attachment_gets_size_and_hash(client, auth):
+async def test_inline_attachment_gets_size_and_hash(client, auth, app):
     pid = await new_patient(client, auth)
     text = "Résultat: normal".encode()
     doc = pdsm_document(pid)
@@ -180,7 +207,7 @@ async def test_inline_attachment_gets_size_and_hash(client, auth):
     assert att["size"] == len(text) and att["hash"] == sha1_b64(text)
 
 
-async def test_same_master_identifier_is_idempotent_or_conflict(client, auth):
+async def test_same_master_identifier_is_idempotent_or_conflict(client, auth, app):
     pid = await new_patient(client, auth)
     headers = await lgc(auth)
     data = pdf()
@@ -197,11 +224,10 @@ async def test_same_master_identifier_is_idempotent_or_conflict(client, auth):
     assert (await read_doc(client, auth, doc_id))["meta"]["versionId"] == "1"
 
     other, _ = iti65(pid, pdf(), masterIdentifier=doc["masterIdentifier"])
-    r = await send(client, headers, other)
-    assert r.status_code == 409 and code(r) == "DUPLICATE_DOCUMENT"
+    await refused(client, app, headers, other, pid, 409, "DUPLICATE_DOCUMENT")
 
 
-async def test_replacement_supersedes_in_the_same_transaction(client, auth):
+async def test_replacement_supersedes_in_the_same_transaction(client, auth, app):
     pid = await new_patient(client, auth)
     headers = await lgc(auth)
     first = await send(client, headers, iti65(pid, pdf())[0])
@@ -215,16 +241,30 @@ async def test_replacement_supersedes_in_the_same_transaction(client, auth):
     assert new["status"] == "current"
 
     # The superseded document cannot be replaced again; nothing of that Bundle is kept.
-    r = await send(client, headers, iti65(pid, pdf(), relatesTo=replaces)[0])
-    assert r.status_code == 409 and code(r) == "DOCUMENT_NOT_CURRENT"
+    await refused(
+        client,
+        app,
+        headers,
+        iti65(pid, pdf(), relatesTo=replaces)[0],
+        pid,
+        409,
+        "DOCUMENT_NOT_CURRENT",
+    )
     assert (await read_doc(client, auth, old_id))["meta"]["versionId"] == "2"
 
     # Replacing another patient's document is refused.
     other = await new_patient(client, auth)
     theirs = entry_ids(await send(client, headers, iti65(other, pdf())[0]))[1]
     cross = [{"code": "replaces", "target": {"reference": f"DocumentReference/{theirs}"}}]
-    r = await send(client, headers, iti65(pid, pdf(), relatesTo=cross)[0])
-    assert r.status_code == 422 and code(r) == "REPLACES_OTHER_PATIENT"
+    await refused(
+        client,
+        app,
+        headers,
+        iti65(pid, pdf(), relatesTo=cross)[0],
+        pid,
+        422,
+        "REPLACES_OTHER_PATIENT",
+    )
 
 
 @pytest.mark.parametrize(
@@ -234,21 +274,20 @@ async def test_replacement_supersedes_in_the_same_transaction(client, auth):
         ({"extension": [{"url": SPACE_STATUS_URL, "valueCode": "opposed"}]}, "PATIENT_OPPOSED"),
     ],
 )
-async def test_closed_or_opposed_space_refuses_deposits(client, auth, extra, expected):
+async def test_closed_or_opposed_space_refuses_deposits(client, auth, app, extra, expected):
     pid = await new_patient(client, auth, **extra)
     r = await send(client, await lgc(auth), iti65(pid, pdf())[0])
     assert r.status_code == 422 and code(r) == expected
 
 
-async def test_binary_must_name_its_patient(client, auth):
+async def test_binary_must_name_its_patient(client, auth, app):
     pid = await new_patient(client, auth)
     bundle, _ = iti65(pid, pdf())
     bundle["entry"][0]["resource"]["securityContext"] = {"reference": "DocumentReference/x"}
-    r = await send(client, await lgc(auth), bundle)
-    assert r.status_code == 422 and code(r) == "BINARY_PATIENT_REQUIRED"
+    await refused(client, app, await lgc(auth), bundle, pid, 422, "BINARY_PATIENT_REQUIRED")
 
 
-async def test_patient_adds_own_document_with_less_metadata(client, auth):
+async def test_patient_adds_own_document_with_less_metadata(client, auth, app):
     pid = await new_patient(client, auth)
     headers = await auth.patient(pid)
     data = pdf()
