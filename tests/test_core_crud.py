@@ -114,3 +114,14 @@ async def test_read_unknown_is_404(client, auth):
     r = await client.get("/Patient/does-not-exist", headers=ops)
     assert r.status_code == 404
     assert r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_instance_history_bad_paging_is_400(client, auth):
+    ops = await auth.operator()
+    p = await create(client, ops, patient())
+    for query in ("_count=abc", "_since=yesterday", "_offset=-1"):
+        r = await client.get(f"/Patient/{p['id']}/_history?{query}", headers=ops)
+        assert r.status_code == 400, query
+        assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "INVALID_SEARCH"
+    page = (await client.get(f"/Patient/{p['id']}/_history?_count=1", headers=ops)).json()
+    assert page["total"] == 1 and len(page["entry"]) == 1

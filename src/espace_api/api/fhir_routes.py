@@ -157,7 +157,9 @@ def _add_type_routes(rtype: ResourceType) -> None:
 
     async def history(id: str, request: Request, identity: Caller) -> Response:
         params = list(request.query_params.multi_items())
-        return await run(request, identity, lambda ctx: service.history(ctx, rtype, id, params))
+        return await run(
+            request, identity, lambda ctx: histories.history(ctx, rtype, params, id_=id)
+        )
 
     async def type_history(request: Request, identity: Caller) -> Response:
         params = list(request.query_params.multi_items())

@@ -4,7 +4,7 @@ from typing import Any
 
 from espace_api import __version__
 from espace_api.fhir.patch import JSON_MERGE_PATCH, JSON_PATCH
-from espace_api.fhir.registry import REGISTRY
+from espace_api.fhir.registry import INTERACTIONS, REGISTRY
 from espace_api.fhir.search import SPECIAL
 
 SECURITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/restful-security-service"
@@ -13,17 +13,6 @@ SECURITY_TEXT = "SMART on FHIR v2 bearer tokens; see /.well-known/smart-configur
 # through /metadata rather than .well-known (fhirclient) find the token endpoint here.
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
-INTERACTION_ORDER = (
-    "read",
-    "vread",
-    "update",
-    "patch",
-    "delete",
-    "history-instance",
-    "history-type",
-    "create",
-    "search-type",
-)
 FORMATS = ["application/fhir+json", "json", "application/fhir+xml", "xml"]
 PATCH_FORMATS = [JSON_PATCH, JSON_MERGE_PATCH, "application/fhir+json"]
 
@@ -41,7 +30,7 @@ def capability_statement(
                 "type": rtype.name,
                 "documentation": rtype.documentation,
                 "interaction": [
-                    {"code": code} for code in INTERACTION_ORDER if code in rtype.interactions
+                    {"code": code} for code in INTERACTIONS if code in rtype.interactions
                 ],
                 "versioning": "versioned-update",
                 "readHistory": True,

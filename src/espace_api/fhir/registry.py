@@ -13,19 +13,19 @@ from pydantic import BaseModel
 
 ParamType = Literal["token", "string", "date", "reference", "uri"]
 
-ALL_INTERACTIONS = frozenset(
-    {
-        "read",
-        "vread",
-        "update",
-        "patch",
-        "delete",
-        "history-instance",
-        "history-type",
-        "create",
-        "search-type",
-    }
+# In the order the CapabilityStatement lists them.
+INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
 )
+ALL_INTERACTIONS = frozenset(INTERACTIONS)
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,8 @@ def _check_date(key: str, value: str) -> None:
         ) from None
 
 
-def _int(name: str, raw: str, low: int) -> int:
+def parse_int(name: str, raw: str, low: int) -> int:
+    """An integer control parameter (>= low), or 400."""
     try:
         value = int(raw)
     except ValueError:
@@ -247,9 +248,9 @@ def parse_search(
 
 def _control(req: SearchRequest, key: str, raw: str, max_count: int) -> None:
     if key == "_count":
-        req.count = min(_int("_count", raw, 0), max_count)
+        req.count = min(parse_int("_count", raw, 0), max_count)
     elif key == "_offset":
-        req.offset = _int("_offset", raw, 0)
+        req.offset = parse_int("_offset", raw, 0)
     elif key == "_sort":
         for item in split_values(raw):
             desc = item.startswith("-")

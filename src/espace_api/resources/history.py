@@ -1,8 +1,9 @@
-"""Type-level (`GET /Type/_history`) and system-level (`GET /_history`) history.
+"""History at every level: instance (`GET /Type/id/_history`), type (`GET /Type/_history`)
+and system (`GET /_history`).
 
 Versions newest first with `_since`, `_count` and `_offset` paging, filtered by the access
 policy: the type's `visible()` predicate, or for the system level `policy.visible_any`
-(an OR over every registered type the token may read). Instance history stays in service.
+(an OR over every registered type the token may read).
 """
 
 from typing import Any
@@ -13,31 +14,23 @@ from espace_api.db.schema import resource_versions
 from espace_api.fhir import bundles
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import ResourceType
+from espace_api.fhir.search import parse_int
 from espace_api.fhir.values import date_range, format_instant
 from espace_api.resources.results import Result
-from espace_api.resources.service import Context, history_entry
+from espace_api.resources.service import Context
 from espace_api.storage import repository
+from espace_api.storage.repository import StoredRow
 
 KEPT = ("_since", "_count")
-
-
-def _int(name: str, raw: str, low: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FhirError.bad_request(f"{name} must be an integer", "INVALID_SEARCH") from None
-    if value < low:
-        raise FhirError.bad_request(f"{name} must be >= {low}", "INVALID_SEARCH")
-    return value
 
 
 def _paging(ctx: Context, params: list[tuple[str, str]]) -> dict[str, Any]:
     query = dict(params)
     count = min(
-        _int("_count", query.get("_count", str(ctx.settings.default_page_size)), 0),
+        parse_int("_count", query.get("_count", str(ctx.settings.default_page_size)), 0),
         ctx.settings.max_page_size,
     )
-    offset = _int("_offset", query.get("_offset", "0"), 0)
+    offset = parse_int("_offset", query.get("_offset", "0"), 0)
     since = None
     if "_since" in query:
         try:
@@ -50,19 +43,27 @@ def _paging(ctx: Context, params: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 async def history(
-    ctx: Context, rtype: ResourceType | None, params: list[tuple[str, str]]
+    ctx: Context,
+    rtype: ResourceType | None,
+    params: list[tuple[str, str]],
+    id_: str | None = None,
 ) -> Result:
-    """History of every visible resource of a type (or of all types when rtype is None)."""
+    """History of one resource (id_), of every visible resource of a type, or of all types
+    (rtype None)."""
     if rtype is not None:
         policy.require_scope(ctx.identity, rtype, "r")
         predicate = ctx.policy(rtype, resource_versions)
     else:
         predicate = policy.visible_any(ctx.identity, resource_versions)
+    if rtype is not None and id_ is not None:
+        current = await repository.get_current(ctx.conn, rtype.name, id_, ctx.policy(rtype))
+        if current is None:
+            raise FhirError.not_found(f"{rtype.name}/{id_} not found")
     paging = _paging(ctx, params)
     rows, total = await repository.history(
         ctx.conn,
         resource_type=rtype.name if rtype else None,
-        id_=None,
+        id_=id_,
         policy=predicate,
         **paging,
     )
@@ -72,9 +73,11 @@ async def history(
         ctx.identity,
         "history",
         resource_type=rtype.name if rtype else None,
+        resource_id=id_,
         patient_ids=[row.patient_id for row in rows] or [ctx.identity.patient_id],
     )
-    base = f"{ctx.base}/{rtype.name}/_history" if rtype else f"{ctx.base}/_history"
+    path = "/".join(p for p in (rtype.name if rtype else None, id_, "_history") if p)
+    base = f"{ctx.base}/{path}"
     kept = [(k, v) for k, v in params if k in KEPT]
     body = bundles.bundle(
         "history",
@@ -85,3 +88,20 @@ async def history(
         timestamp=format_instant(ctx.clock.now()),
     )
     return Result(200, body)
+
+
+def history_entry(base: str, row: StoredRow) -> bundles.Entry:
+    """One history entry: resource (unless deleted), request and response."""
+    method = row.method or ("DELETE" if row.deleted else "PUT")
+    url = f"{row.resource_type}/{row.id}" if method != "POST" else row.resource_type
+    status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
+    return bundles.Entry(
+        full_url=f"{base}/{row.resource_type}/{row.id}",
+        json=None if row.deleted else row.json,
+        request={"method": method, "url": url},
+        response={
+            "status": status,
+            "etag": f'W/"{row.version_id}"',
+            "lastModified": format_instant(row.last_updated),
+        },
+    )

@@ -27,7 +27,7 @@ from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.search import SearchRequest, parse_search
 from espace_api.fhir.validation import validate
-from espace_api.fhir.values import date_range, format_instant
+from espace_api.fhir.values import format_instant
 from espace_api.resources.results import Result, meta_for, version_headers
 from espace_api.storage import repository, search_sql
 from espace_api.storage.repository import NewVersion, StoredRow
@@ -79,41 +79,34 @@ async def read(ctx: Context, rtype: ResourceType, id_: str) -> Result:
     """read: 404 when absent or not visible, 410 when deleted."""
     policy.require_scope(ctx.identity, rtype, "r")
     row = await repository.get_current(ctx.conn, rtype.name, id_, ctx.policy(rtype))
-    if row is None:
-        raise FhirError.not_found(f"{rtype.name}/{id_} not found")
-    if row.deleted:
-        raise FhirError.gone(f"{rtype.name}/{id_} was deleted")
-    await recorder.record(
-        ctx.conn,
-        ctx.clock,
-        ctx.identity,
-        "read",
-        resource_type=rtype.name,
-        resource_id=id_,
-        patient_ids=[row.patient_id],
-    )
-    return version_headers(_result(row), ctx.base)
+    return await _answer(ctx, row, "read", f"{rtype.name}/{id_}")
 
 
 async def vread(ctx: Context, rtype: ResourceType, id_: str, version: str) -> Result:
     """vread: one version; 410 for a deletion version."""
     policy.require_scope(ctx.identity, rtype, "r")
+    label = f"{rtype.name}/{id_}/_history/{version}"
     if not version.isdigit():
-        raise FhirError.not_found(f"{rtype.name}/{id_}/_history/{version} not found")
+        raise FhirError.not_found(f"{label} not found")
     row = await repository.get_version(
         ctx.conn, rtype.name, id_, int(version), ctx.policy(rtype, resource_versions)
     )
+    return await _answer(ctx, row, "vread", label)
+
+
+async def _answer(ctx: Context, row: StoredRow | None, subtype: str, label: str) -> Result:
+    """404 / 410, or the row audited and rendered."""
     if row is None:
-        raise FhirError.not_found(f"{rtype.name}/{id_}/_history/{version} not found")
+        raise FhirError.not_found(f"{label} not found")
     if row.deleted:
-        raise FhirError.gone(f"{rtype.name}/{id_}/_history/{version} is a deletion")
+        raise FhirError.gone(f"{label} was deleted")
     await recorder.record(
         ctx.conn,
         ctx.clock,
         ctx.identity,
-        "vread",
-        resource_type=rtype.name,
-        resource_id=id_,
+        subtype,
+        resource_type=row.resource_type,
+        resource_id=row.id,
         patient_ids=[row.patient_id],
     )
     return version_headers(_result(row), ctx.base)
@@ -307,72 +300,6 @@ async def delete(ctx: Context, rtype: ResourceType, id_: str) -> Result:
 
 
 # ---------------------------------------------------------------- history and search
-
-
-async def history(
-    ctx: Context,
-    rtype: ResourceType,
-    id_: str,
-    params: list[tuple[str, str]],
-) -> Result:
-    """Instance history, newest first, as a history Bundle."""
-    policy.require_scope(ctx.identity, rtype, "r")
-    current = await repository.get_current(ctx.conn, rtype.name, id_, ctx.policy(rtype))
-    if current is None:
-        raise FhirError.not_found(f"{rtype.name}/{id_} not found")
-    query = dict(params)
-    count = min(
-        int(query.get("_count", ctx.settings.default_page_size)), ctx.settings.max_page_size
-    )
-    offset = int(query.get("_offset", 0))
-    since = date_range(query["_since"])[0] if "_since" in query else None
-    rows, total = await repository.history(
-        ctx.conn,
-        resource_type=rtype.name,
-        id_=id_,
-        since=since,
-        count=count,
-        offset=offset,
-        policy=ctx.policy(rtype, resource_versions),
-    )
-    await recorder.record(
-        ctx.conn,
-        ctx.clock,
-        ctx.identity,
-        "history",
-        resource_type=rtype.name,
-        resource_id=id_,
-        patient_ids=[current.patient_id],
-    )
-    base = f"{ctx.base}/{rtype.name}/{id_}/_history"
-    kept = [(k, v) for k, v in params if k in ("_since",)]
-    entries = [history_entry(ctx.base, row) for row in rows]
-    body = bundles.bundle(
-        "history",
-        entries,
-        total=total,
-        links=bundles.page_links(base, kept, offset, count, total, len(rows)),
-        bundle_id=ctx.clock.ids(),
-        timestamp=format_instant(ctx.clock.now()),
-    )
-    return Result(200, body)
-
-
-def history_entry(base: str, row: StoredRow) -> bundles.Entry:
-    """One history entry: resource (unless deleted), request and response."""
-    method = row.method or ("DELETE" if row.deleted else "PUT")
-    url = f"{row.resource_type}/{row.id}" if method != "POST" else row.resource_type
-    status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
-    return bundles.Entry(
-        full_url=f"{base}/{row.resource_type}/{row.id}",
-        json=None if row.deleted else row.json,
-        request={"method": method, "url": url},
-        response={
-            "status": status,
-            "etag": f'W/"{row.version_id}"',
-            "lastModified": format_instant(row.last_updated),
-        },
-    )
 
 
 async def search(
