@@ -341,3 +341,18 @@ async def test_unauthenticated_requests_are_refused_as_outcomes(client, unchange
     assert_outcome(r, 401)
     r = await client.post("/Patient", json=patient(), headers=FHIR_JSON)
     assert_outcome(r, 401)
+
+
+async def test_binary_data_must_be_base64(client, auth):
+    ops = await auth.operator()
+    pid = (await create(client, ops, patient()))["id"]
+    for data in ("not base64 at all!", 12345):
+        body = {
+            "resourceType": "Binary",
+            "contentType": "text/plain",
+            "securityContext": {"reference": f"Patient/{pid}"},
+            "data": data,
+        }
+        r = await client.post("/Binary", json=body, headers={**ops, **FHIR_JSON})
+        assert r.status_code == 400, r.text
+        assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "INVALID_RESOURCE"

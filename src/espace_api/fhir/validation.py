@@ -9,6 +9,10 @@ from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import ResourceType
 
 MAX_ISSUES = 20
+# Large base64 payloads skip the model pass (it would copy, check and re-encode megabytes):
+# the write path decodes them strictly and moves them to the blob store
+# (documents.binary.decode_data), so they are never stored in resource JSON.
+PAYLOAD_FIELDS = {"Binary": "data"}
 
 
 def parse_json(body: bytes) -> Any:
@@ -40,6 +44,16 @@ def validate(rtype: ResourceType, content: Any) -> dict[str, Any]:
             "WRONG_RESOURCE_TYPE",
             expression=["resourceType"],
         )
+    payload_field = PAYLOAD_FIELDS.get(rtype.name)
+    payload = content.get(payload_field) if payload_field else None
+    if payload is not None:
+        if not isinstance(payload, str):
+            raise FhirError.bad_request(
+                f"{rtype.name}.{payload_field} must be a base64 string",
+                "INVALID_RESOURCE",
+                expression=[f"{rtype.name}.{payload_field}"],
+            )
+        content = {k: v for k, v in content.items() if k != payload_field}
     try:
         model = rtype.model.model_validate(content)
     except ValidationError as exc:
@@ -64,4 +78,7 @@ def validate(rtype: ResourceType, content: Any) -> dict[str, Any]:
         ) from None
     except (ValueError, TypeError) as exc:
         raise FhirError.bad_request(f"Invalid {rtype.name}: {exc}", "INVALID_RESOURCE") from None
-    return orjson.loads(model.model_dump_json())  # type: ignore[no-any-return]
+    canonical: dict[str, Any] = orjson.loads(model.model_dump_json())
+    if payload is not None and payload_field:
+        canonical[payload_field] = payload
+    return canonical
