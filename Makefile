@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format openapi openapi-check bench soak docker token clean
+.PHONY: install run test lint format openapi bench docker token sweep clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ openapi: install ## regenerate the committed OpenAPI spec
 
 bench: install ## load benchmark: req/s and p50/p95/p99
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+sweep: install ## delete document content no committed metadata references (after the grace period)
+	$(BIN)/espace-api sweep-blobs
 
 docker:
 	docker build -t espace-api .
