@@ -21,6 +21,7 @@ from espace_api.fhir.values import split_reference
 from espace_api.resources.results import Result, version_headers
 from espace_api.storage import repository
 from espace_api.storage.document_repository import documents_with_identifier
+from espace_api.storage.repository import StoredRow
 
 if TYPE_CHECKING:
     from espace_api.resources.service import Context
@@ -107,11 +108,14 @@ async def prepare(
     patient_id: str | None,
     id_: str,
     version_id: int,
+    patient: StoredRow | None = None,
 ) -> dict[str, Any]:
-    """Apply document rules to a validated resource about to be written; return it."""
+    """Apply document rules to a validated resource about to be written; return it.
+
+    `patient` is the compartment Patient's current row, as the service read it."""
     if rtype.name == binary.BINARY:
         if version_id == 1:
-            await check_accepts_deposits(ctx.conn, ctx.identity, patient_id)
+            check_accepts_deposits(ctx.identity, patient)
         if "data" in content:
             store = await _store(ctx)
             content, info = await binary.ingest_inline(store, ctx.settings, content, patient_id)
@@ -121,7 +125,7 @@ async def prepare(
     if rtype.name != rules.DOCREF or rules.superseding.get():
         return content
     if version_id == 1:
-        await check_accepts_deposits(ctx.conn, ctx.identity, patient_id)
+        check_accepts_deposits(ctx.identity, patient)
     rules.check_required(content, ctx.identity)
     rules.add_default_confidentiality(content)
     await rules.complete_attachments(ctx, await _store(ctx), content, patient_id)

@@ -12,12 +12,10 @@ A closed or opposed space accepts no new document (422 `PATIENT_SPACE_CLOSED` /
 from typing import Any
 
 import orjson
-from sqlalchemy import true
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.auth.identity import Identity
 from espace_api.fhir.errors import FhirError
-from espace_api.storage import repository
+from espace_api.storage.repository import StoredRow
 
 SPACE_STATUS_URL = "https://espace-api.org/fhir/StructureDefinition/space-status"
 
@@ -32,16 +30,12 @@ def space_status(patient: dict[str, Any]) -> str:
     return "open"
 
 
-async def check_accepts_deposits(
-    conn: AsyncConnection, identity: Identity, patient_id: str | None
-) -> None:
-    """Refuse a deposit into a closed or opposed space."""
-    if patient_id is None or identity.kind == "operator":
+def check_accepts_deposits(identity: Identity, patient: StoredRow | None) -> None:
+    """Refuse a deposit into a closed or opposed space (`patient`: the row the service
+    already read to check that the Patient exists)."""
+    if patient is None or patient.json is None or identity.kind == "operator":
         return
-    row = await repository.get_current(conn, "Patient", patient_id, true())
-    if row is None or row.deleted or row.json is None:
-        return  # the service answers REFERENCE_NOT_FOUND
-    status = space_status(orjson.loads(row.json))
+    status = space_status(orjson.loads(patient.json))
     if status == "opposed":
         raise FhirError.unprocessable(
             "This person has opposed the creation of their health space: no deposit",

@@ -41,7 +41,6 @@ from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.values import split_reference
 from espace_api.resources import service
 from espace_api.resources.results import Result
-from espace_api.storage import repository
 
 router = APIRouter()
 Caller = Annotated[Identity, Depends(current_identity)]
@@ -96,14 +95,7 @@ async def create_binary(request: Request, identity: Caller) -> Response:
     # Refuse before storing anything: write rules, unknown patient, closed space, size.
     policy.check_write(identity, BINARY_TYPE, patient_id, resource)
     async with context(request, identity) as ctx:
-        patient = await repository.get_current(
-            ctx.conn, "Patient", patient_id, ctx.policy(REGISTRY["Patient"])
-        )
-        if patient is None or patient.deleted:
-            raise FhirError.unprocessable(
-                f"Patient/{patient_id} does not exist", "REFERENCE_NOT_FOUND"
-            )
-        await check_accepts_deposits(ctx.conn, identity, patient_id)
+        check_accepts_deposits(identity, await service.existing_patient(ctx, patient_id))
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.max_body_bytes:
         raise FhirError(
@@ -133,9 +125,7 @@ async def _create_from_json(request: Request, identity: Caller) -> Response:
     store = await store_of(request)
     stripped, info = await binary.ingest_inline(store, settings_of(request), body, patient_id)
     async with context(request, identity) as ctx:
-        if patient_id is not None:
-            await check_accepts_deposits(ctx.conn, identity, patient_id)
-        result = await service.create(ctx, BINARY_TYPE, stripped)
+        result = await service.create(ctx, BINARY_TYPE, stripped)  # checks the space too
         if info is not None and patient_id is not None:
             assert result.id is not None and result.version_id is not None
             await binary.link(ctx.conn, patient_id, result.id, result.version_id, info)

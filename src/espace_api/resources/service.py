@@ -125,16 +125,23 @@ async def _prepare(
     content["meta"] = {**content.get("meta", {}), **meta_for(version_id, now)}
     patient_id = indexing.compartment_patient(rtype, content)
     policy.check_write(ctx.identity, rtype, patient_id, content)
+    patient = None
     if patient_id is not None and rtype.name != "Patient":
-        patient = await repository.get_current(
-            ctx.conn, "Patient", patient_id, ctx.policy(REGISTRY["Patient"])
-        )
-        if patient is None or patient.deleted:
-            raise FhirError.unprocessable(
-                f"Patient/{patient_id} does not exist", "REFERENCE_NOT_FOUND"
-            )
-    content = await document_hooks.prepare(ctx, rtype, content, patient_id, id_, version_id)
+        patient = await existing_patient(ctx, patient_id)
+    content = await document_hooks.prepare(
+        ctx, rtype, content, patient_id, id_, version_id, patient
+    )
     return content, patient_id
+
+
+async def existing_patient(ctx: Context, patient_id: str) -> StoredRow:
+    """The current row of a Patient the caller may see; 422 when there is none."""
+    patient = await repository.get_current(
+        ctx.conn, "Patient", patient_id, ctx.policy(REGISTRY["Patient"])
+    )
+    if patient is None or patient.deleted:
+        raise FhirError.unprocessable(f"Patient/{patient_id} does not exist", "REFERENCE_NOT_FOUND")
+    return patient
 
 
 async def resolve_conditional_references(ctx: Context, content: dict[str, Any]) -> None:
