@@ -3,15 +3,14 @@ straight into the tables with index rows produced by the server's own indexer.
 
     python -m bench.loader --patients 100000 --documents 1000000
 
-Loads into DATABASE_URL's server, database `espace_bench_<M>` (created and migrated if
+Loads into the bench server (bench.db: DATABASE_URL, else an embedded Postgres under
+.data/bench-pg), database `espace_bench_<M>` (created and migrated if
 absent; reused when already loaded). Prints the database URL on the last line.
 """
 
 import argparse
 import asyncio
-import os
 import random
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,8 +20,7 @@ import asyncpg
 import orjson
 from sqlalchemy.engine import make_url
 
-from espace_api.db.embedded import start_embedded
-from espace_api.db.migrate import upgrade
+from bench import db
 from espace_api.fhir.indexing import IndexRows, compartment_patient, extract
 from espace_api.fhir.registry import REGISTRY
 
@@ -211,24 +209,8 @@ async def load(url: str, patients: int, documents: int) -> None:
 
 
 def database_for(documents: int) -> str:
-    """URL of the bench database (created and migrated when missing)."""
-    server = os.environ.get("DATABASE_URL") or start_embedded(
-        os.environ.get("BENCH_PG_DIR") or tempfile.mkdtemp(prefix="espace-bench-pg-")
-    )
-    name = f"espace_bench_{documents}"
-    admin = make_url(server).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def ensure() -> None:
-        conn = await asyncpg.connect(admin)
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        if not exists:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(ensure())
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    return url
+    """URL of the bench database for `documents` (created and migrated when missing)."""
+    return db.database(f"espace_bench_{documents}")
 
 
 def main() -> None:

@@ -16,41 +16,20 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
-from bench import documents, loader, tokens
+from bench import db, documents, loader, tokens
+from bench.loader import INS, LOINC, TYPES
 from bench.stats import Report, header
-from espace_api.db.embedded import start_embedded
-from espace_api.db.migrate import upgrade
-
-INS = "urn:oid:1.2.250.1.213.1.4.10"
-LOINC = "http://loinc.org"
-TYPES = ["11488-4", "11502-2", "18748-4", "57833-6", "34112-3"]
 
 
 def fresh_database() -> str:
-    server = os.environ.get("DATABASE_URL") or start_embedded(
-        tempfile.mkdtemp(prefix="espace-bench-pg-")
-    )
-    name = f"espace_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_url(server).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def create() -> None:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(create())
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    return url
+    """A new, migrated database for the core and deposit scenarios."""
+    return db.database(f"espace_bench_{uuid.uuid4().hex[:8]}")
 
 
 def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:

@@ -22,8 +22,13 @@ from espace_api.db.engine import make_engine
 from espace_api.documents import routes as documents_routes
 from espace_api.documents import setup as documents_setup
 
-DOCUMENT_TYPES = ("application/pdf", "image/*", "text/plain", "application/xml")
-DOCUMENT_TYPES += ("application/octet-stream",)
+DOCUMENT_TYPES = (
+    "application/pdf",
+    "image/*",
+    "text/plain",
+    "application/xml",
+    "application/octet-stream",
+)
 
 DESCRIPTION = """FHIR R4 REST API of a patient-controlled health-document vault.
 

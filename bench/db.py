@@ -1,0 +1,37 @@
+"""Bench databases: on DATABASE_URL's server, or on one embedded Postgres kept under
+BENCH_PG_DIR (default .data/bench-pg) so that a loaded database survives between runs."""
+
+import asyncio
+import os
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from espace_api.db.embedded import start_embedded
+from espace_api.db.migrate import upgrade
+
+
+def server_url() -> str:
+    """The Postgres server the bench uses."""
+    return os.environ.get("DATABASE_URL") or start_embedded(
+        os.environ.get("BENCH_PG_DIR") or ".data/bench-pg"
+    )
+
+
+def database(name: str) -> str:
+    """URL of database `name` on the bench server, created if missing and migrated."""
+    server = server_url()
+    admin = make_url(server).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def ensure() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(ensure())
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return url
