@@ -2,8 +2,6 @@
 
 import logging
 
-import httpx
-
 from tests.support.fhir import INS_TEST, create, patient
 
 
@@ -26,7 +24,7 @@ async def test_access_log_names_routes_not_urls(client, auth, caplog):
     assert ins not in text and "Journalisee" not in text and created["id"] not in text
 
 
-async def test_unhandled_error_logs_no_message(app, auth, caplog, monkeypatch):
+async def test_unhandled_error_logs_no_message(client, auth, caplog, monkeypatch):
     from espace_api.resources import service
 
     async def boom(*args, **kwargs):
@@ -34,11 +32,10 @@ async def test_unhandled_error_logs_no_message(app, auth, caplog, monkeypatch):
 
     monkeypatch.setattr(service, "read", boom)
     ops = await auth.operator()
-    # Starlette re-raises to the server after answering; a real server only logs it.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    # The shared client raises app exceptions: passing also proves none reaches the server,
+    # whose error log would print the message.
     with caplog.at_level(logging.INFO):
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            r = await client.get("/Patient/anything", headers=ops)
+        r = await client.get("/Patient/anything", headers=ops)
     assert r.status_code == 500
     assert r.json()["resourceType"] == "OperationOutcome"
     assert "secret" not in r.text and "Traceback" not in r.text
