@@ -140,7 +140,7 @@ async def context(request: Request, identity: Identity) -> AsyncIterator[Context
     """A service Context inside one database transaction (committed on success)."""
     app = request.app
     async with app.state.engine.begin() as conn:
-        yield Context(conn, identity, app.state.settings, app.state.clock)
+        yield Context(conn, identity, app.state.settings, app.state.clock, app.state.behaviours)
 
 
 async def run(

@@ -20,15 +20,15 @@ import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, NamedTuple
+from typing import IO
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from espace_api.clock import Clock
 from espace_api.fhir.errors import FhirError
 from espace_api.storage import blob_repository as repo
+from espace_api.storage.blob_repository import BlobInfo, BlobKey
 
 SPOOL_MEMORY_BYTES = 1024 * 1024
 READ_BLOCK_BYTES = 256 * 1024
@@ -38,26 +38,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 BlobData = bytes | bytearray | memoryview | AsyncIterable[bytes] | Iterable[bytes]
-
-
-class BlobKey(NamedTuple):
-    """Where a blob lives: its patient and the SHA-256 (lowercase hex) of its bytes."""
-
-    patient_id: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class BlobInfo:
-    """What a stored blob is: the values a FHIR Attachment carries (size, SHA-1 hash)."""
-
-    sha256: str
-    """Lowercase hex SHA-256: the blob's key within its patient."""
-    sha1: str
-    """Base64 of the SHA-1 digest, as FHIR `Attachment.hash` wants it."""
-    size: int
-    created: bool = False
-    """True when `put` stored new bytes; False when the patient already had them."""
 
 
 class BlobTooLarge(FhirError):

@@ -18,9 +18,8 @@
 
 import base64
 import binascii
-import contextvars
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -31,18 +30,12 @@ from espace_api.documents.content import check_allowed, check_signature, media_t
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.values import split_reference
+from espace_api.resources.behaviour import HookContext
 from espace_api.storage import repository
-
-if TYPE_CHECKING:  # the service calls into this package: no import cycle at run time
-    from espace_api.resources.service import Context
 
 DOCREF = "DocumentReference"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 PROFESSIONAL_KINDS = frozenset({"system", "user"})
-
-# Set while this module writes a replaced document's `superseded` version, whose rules were
-# checked when it was deposited.
-superseding: contextvars.ContextVar[bool] = contextvars.ContextVar("superseding", default=False)
 
 
 def _present(value: Any) -> bool:
@@ -151,7 +144,7 @@ def _same_hash(given: Any, actual: str) -> bool:
 
 
 async def attachment_facts(
-    ctx: "Context", store: BlobStore, att: dict[str, Any], patient_id: str | None, where: str
+    ctx: HookContext, store: BlobStore, att: dict[str, Any], patient_id: str | None, where: str
 ) -> tuple[str, int, str]:
     """(media type, size, base64 SHA-1) of an attachment's actual content.
 
@@ -206,7 +199,7 @@ async def attachment_facts(
 
 
 async def complete_attachments(
-    ctx: "Context", store: BlobStore, content: dict[str, Any], patient_id: str | None
+    ctx: HookContext, store: BlobStore, content: dict[str, Any], patient_id: str | None
 ) -> list[tuple[int, str]]:
     """Fill in or verify each attachment's size and hash; return the (size, hash) list."""
     facts: list[tuple[int, str]] = []

@@ -1,8 +1,9 @@
-"""Wiring documents into the application: routes first, blob store and sweeper lifecycle.
+"""Wiring documents into the application: type behaviours, routes, blob store lifecycle.
 
-`create_app` includes `documents.routes.router` before the generic FHIR routes;
-`start(app)` / `stop(app)` (in the lifespan, after the engine exists) open and close
-the blob store and run the sweeper as a background task when `run_sweeper` is true.
+`create_app` calls `register(behaviours)` (the Binary and DocumentReference rules) and
+includes `documents.routes.router` before the generic FHIR routes; `start(app)` /
+`stop(app)` (in the lifespan, after the engine exists) open and close the blob store and
+run the sweeper as a background task when `run_sweeper` is true.
 """
 
 import asyncio
@@ -14,6 +15,14 @@ from fastapi import FastAPI
 from espace_api.blobs import open_blob_store
 from espace_api.blobs.sweeper import BlobSweeper
 from espace_api.documents import binary
+from espace_api.documents.behaviour import BinaryContent, DocumentRules
+from espace_api.resources.behaviour import Behaviours
+
+
+def register(behaviours: Behaviours) -> None:
+    """The documents package's rules for Binary and DocumentReference."""
+    behaviours.register([binary.BINARY], BinaryContent())
+    behaviours.register(["DocumentReference"], DocumentRules())
 
 
 async def start(app: FastAPI, *, run_sweeper: bool = True) -> None:

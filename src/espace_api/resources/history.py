@@ -6,6 +6,7 @@ policy: the type's `visible()` predicate, or for the system level `policy.visibl
 (an OR over every registered type the token may read).
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from espace_api.access import policy
@@ -13,7 +14,7 @@ from espace_api.audit import recorder
 from espace_api.db.schema import resource_versions
 from espace_api.fhir import bundles
 from espace_api.fhir.errors import FhirError
-from espace_api.fhir.registry import ResourceType
+from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.search import parse_int
 from espace_api.fhir.values import date_range, format_instant
 from espace_api.resources.results import Result
@@ -81,7 +82,7 @@ async def history(
     kept = [(k, v) for k, v in params if k in KEPT]
     body = bundles.bundle(
         "history",
-        [history_entry(ctx.base, row) for row in rows],
+        [history_entry(ctx.base, row, ctx.render) for row in rows],
         total=total,
         links=bundles.page_links(base, kept, paging["offset"], paging["count"], total, len(rows)),
         bundle_id=ctx.clock.ids(),
@@ -90,14 +91,19 @@ async def history(
     return Result(200, body)
 
 
-def history_entry(base: str, row: StoredRow) -> bundles.Entry:
-    """One history entry: resource (unless deleted), request and response."""
+def history_entry(
+    base: str, row: StoredRow, render: Callable[[ResourceType, str], str]
+) -> bundles.Entry:
+    """One history entry: resource (unless deleted, as `render` shows it), request and
+    response."""
     method = row.method or ("DELETE" if row.deleted else "PUT")
     url = f"{row.resource_type}/{row.id}" if method != "POST" else row.resource_type
     status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
     return bundles.Entry(
         full_url=f"{base}/{row.resource_type}/{row.id}",
-        json=None if row.deleted else row.json,
+        json=None
+        if row.deleted or row.json is None
+        else render(REGISTRY[row.resource_type], row.json),
         request={"method": method, "url": url},
         response={
             "status": status,

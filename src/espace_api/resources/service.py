@@ -5,8 +5,7 @@ caller's Identity and the resource type; it applies the access policy, writes au
 events and returns a Result. No HTTP here: transactions and tests call it directly.
 """
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,7 +19,6 @@ from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
 from espace_api.config import Settings
 from espace_api.db.schema import resource_versions, resources
-from espace_api.documents import hooks as document_hooks
 from espace_api.fhir import bundles, indexing
 from espace_api.fhir import search as search_mod
 from espace_api.fhir.errors import FhirError
@@ -28,6 +26,7 @@ from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.search import SearchRequest, parse_search
 from espace_api.fhir.validation import validate
 from espace_api.fhir.values import format_instant
+from espace_api.resources.behaviour import Behaviours, WriteEvent
 from espace_api.resources.results import Result, meta_for, version_headers
 from espace_api.storage import repository, search_sql
 from espace_api.storage.repository import NewVersion, StoredRow
@@ -35,12 +34,15 @@ from espace_api.storage.repository import NewVersion, StoredRow
 
 @dataclass
 class Context:
-    """Everything a service call needs besides its arguments."""
+    """Everything a service call needs besides its arguments. It is also the `HookContext`
+    that type behaviours receive (resources/behaviour.py): the few service operations a hook
+    may need are methods here, so no hook imports the service."""
 
     conn: AsyncConnection
     identity: Identity
     settings: Settings
     clock: Clock
+    behaviours: Behaviours = field(default_factory=Behaviours)
 
     def policy(self, rtype: ResourceType, table: Table = resources) -> ColumnElement[bool]:
         return policy.visible(self.identity, rtype, table)
@@ -49,11 +51,26 @@ class Context:
     def base(self) -> str:
         return self.settings.base_url
 
+    async def resolve_references(self, content: dict[str, Any]) -> None:
+        await resolve_conditional_references(self, content)
 
-def _result(row: StoredRow, status: int = 200) -> Result:
+    async def write_update(
+        self, rtype: ResourceType, current: StoredRow, content: dict[str, Any]
+    ) -> Result:
+        return await write_update(self, rtype, current, content, system_write=True)
+
+    def render(self, rtype: ResourceType, json: str) -> str:
+        """The stored JSON as this caller may see it (type `render` hooks, if any)."""
+        if self.behaviours.renders(rtype.name):
+            return self.behaviours.render(self, rtype, json)
+        return json
+
+
+def _result(ctx: Context, row: StoredRow, status: int = 200) -> Result:
+    rtype = REGISTRY[row.resource_type]
     return Result(
         status,
-        row.json,
+        ctx.render(rtype, row.json) if row.json is not None else None,
         resource_type=row.resource_type,
         id=row.id,
         version_id=row.version_id,
@@ -109,29 +126,31 @@ async def _answer(ctx: Context, row: StoredRow | None, subtype: str, label: str)
         resource_id=row.id,
         patient_ids=[row.patient_id],
     )
-    return version_headers(_result(row), ctx.base)
+    return version_headers(_result(ctx, row), ctx.base)
 
 
 # ---------------------------------------------------------------- writes
 
 
 async def _prepare(
-    ctx: Context, rtype: ResourceType, body: Any, id_: str, version_id: int, now: datetime
-) -> tuple[dict[str, Any], str | None]:
-    """Validate, resolve conditional references, stamp id/meta, check write rules."""
+    ctx: Context,
+    rtype: ResourceType,
+    body: Any,
+    event: WriteEvent,
+) -> WriteEvent:
+    """Validate, resolve conditional references, stamp id/meta, check write rules, then
+    let the type's behaviours check and complete the content."""
     content = validate(rtype, body)
     await resolve_conditional_references(ctx, content)
-    content["id"] = id_
-    content["meta"] = {**content.get("meta", {}), **meta_for(version_id, now)}
+    content["id"] = event.id
+    content["meta"] = {**content.get("meta", {}), **meta_for(event.version_id, event.now)}
     patient_id = indexing.compartment_patient(rtype, content)
     policy.check_write(ctx.identity, rtype, patient_id, content)
-    patient = None
     if patient_id is not None and rtype.name != "Patient":
-        patient = await existing_patient(ctx, patient_id)
-    content = await document_hooks.prepare(
-        ctx, rtype, content, patient_id, id_, version_id, patient
-    )
-    return content, patient_id
+        event.patient = await existing_patient(ctx, patient_id)
+    event.content, event.patient_id = content, patient_id
+    event.content = await ctx.behaviours.before_write(ctx, event)
+    return event
 
 
 async def existing_patient(ctx: Context, patient_id: str) -> StoredRow:
@@ -182,39 +201,40 @@ async def match_ids(ctx: Context, rtype: ResourceType, query: str, limit: int) -
     return await repository.find_ids(ctx.conn, page)
 
 
-async def _write(
-    ctx: Context,
-    rtype: ResourceType,
-    content: dict[str, Any] | None,
-    patient_id: str | None,
-    id_: str,
-    version_id: int,
-    now: datetime,
-    method: str,
-) -> Result:
+async def _write(ctx: Context, event: WriteEvent) -> Result:
+    """Store the version, its indexes and audit row, then run the after-write hooks."""
+    rtype, content = event.rtype, event.content
     new = NewVersion(
-        rtype.name, id_, version_id, now, patient_id, content, method, ctx.identity.actor
+        rtype.name,
+        event.id,
+        event.version_id,
+        event.now,
+        event.patient_id,
+        content,
+        event.method,
+        ctx.identity.actor,
     )
     index = indexing.extract(rtype, content) if content is not None else None
     await repository.write_version(ctx.conn, new, index)
-    subtype = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}[method]
+    subtype = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
     await recorder.record(
         ctx.conn,
         ctx.clock,
         ctx.identity,
-        subtype,
+        subtype[event.method],
         resource_type=rtype.name,
-        resource_id=id_,
-        patient_ids=[patient_id],
+        resource_id=event.id,
+        patient_ids=[event.patient_id],
     )
+    await ctx.behaviours.after_write(ctx, event)
     json = orjson.dumps(content).decode() if content is not None else None
     return Result(
-        201 if version_id == 1 else 200,
+        201 if event.version_id == 1 else 200,
         json,
         resource_type=rtype.name,
-        id=id_,
-        version_id=version_id,
-        last_updated=now,
+        id=event.id,
+        version_id=event.version_id,
+        last_updated=event.now,
     )
 
 
@@ -228,8 +248,8 @@ async def create(
 ) -> Result:
     """create (optionally conditional): 201, or 200 with the one existing match."""
     policy.require_scope(ctx.identity, rtype, "c")
-    existing = await document_hooks.replay(ctx, rtype, body)
-    if existing is not None:  # the same document deposited again (IHE MHD retry)
+    existing = await ctx.behaviours.replay(ctx, rtype, body)
+    if existing is not None:  # e.g. the same document deposited again (IHE MHD retry)
         return existing
     if if_none_exist:
         ids = await match_ids(ctx, rtype, if_none_exist, limit=2)
@@ -240,11 +260,9 @@ async def create(
         if ids:
             row = await repository.get_current(ctx.conn, rtype.name, ids[0], ctx.policy(rtype))
             assert row is not None  # matched under the same policy in this transaction
-            return version_headers(_result(row, 200), ctx.base, location=True)
-    now = ctx.clock.now()
-    new_id = id_ or ctx.clock.ids()
-    content, patient_id = await _prepare(ctx, rtype, body, new_id, 1, now)
-    result = await _write(ctx, rtype, content, patient_id, new_id, 1, now, "POST")
+            return version_headers(_result(ctx, row, 200), ctx.base, location=True)
+    event = WriteEvent(rtype, id_ or ctx.clock.ids(), 1, "POST", ctx.clock.now())
+    result = await _write(ctx, await _prepare(ctx, rtype, body, event))
     return version_headers(result, ctx.base, location=True)
 
 
@@ -278,13 +296,26 @@ async def update(
 
 
 async def write_update(
-    ctx: Context, rtype: ResourceType, current: StoredRow, body: Any, method: str = "PUT"
+    ctx: Context,
+    rtype: ResourceType,
+    current: StoredRow,
+    body: Any,
+    method: str = "PUT",
+    *,
+    system_write: bool = False,
 ) -> Result:
-    """Write `body` as the next version of `current` (locked by the caller): update, patch."""
-    now = ctx.clock.now()
-    version = current.version_id + 1
-    content, patient_id = await _prepare(ctx, rtype, body, current.id, version, now)
-    result = await _write(ctx, rtype, content, patient_id, current.id, version, now, method)
+    """Write `body` as the next version of `current` (locked by the caller): update, patch,
+    and system writes that hooks request (`HookContext.write_update`)."""
+    event = WriteEvent(
+        rtype,
+        current.id,
+        current.version_id + 1,
+        method,
+        ctx.clock.now(),
+        previous=current,
+        system_write=system_write,
+    )
+    result = await _write(ctx, await _prepare(ctx, rtype, body, event))
     return version_headers(result, ctx.base, content_location=True)
 
 
@@ -298,10 +329,18 @@ async def delete(ctx: Context, rtype: ResourceType, id_: str) -> Result:
         raise FhirError.not_found(f"{rtype.name}/{id_} not found")
     if current.deleted:
         return Result(204, resource_type=rtype.name, id=id_, version_id=current.version_id)
-    now = ctx.clock.now()
-    result = await _write(
-        ctx, rtype, None, current.patient_id, id_, current.version_id + 1, now, "DELETE"
+    event = WriteEvent(
+        rtype,
+        id_,
+        current.version_id + 1,
+        "DELETE",
+        ctx.clock.now(),
+        patient_id=current.patient_id,
+        previous=current,
     )
+    await ctx.behaviours.before_write(ctx, event)  # a deletion stores no content
+    event.content = None
+    result = await _write(ctx, event)
     result.status = 204
     return version_headers(result, ctx.base)
 
@@ -385,16 +424,18 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
         query="&".join(f"{k}={v}" for k, v in req.used),
     )
     subsetted = search_mod.subsetting(req)
-    entries = [
-        bundles.Entry(
-            f"{ctx.base}/{rtype.name}/{id_}",
-            search_mod.subset(req, json) if subsetted else json,
-            "match",
+    entries = []
+    for id_, json, _ in rows:
+        json = ctx.render(rtype, json)
+        entries.append(
+            bundles.Entry(
+                f"{ctx.base}/{rtype.name}/{id_}",
+                search_mod.subset(req, json) if subsetted else json,
+                "match",
+            )
         )
-        for id_, json, _ in rows
-    ]
     entries += [
-        bundles.Entry(f"{ctx.base}/{type_}/{id_}", json, "include")
+        bundles.Entry(f"{ctx.base}/{type_}/{id_}", ctx.render(REGISTRY[type_], json), "include")
         for type_, id_, json, _ in included
     ]
     links = bundles.page_links(

@@ -132,10 +132,6 @@ def _links_in(node: Any) -> Iterator[tuple[dict[str, Any], str]]:
             yield from _links_in(item)
 
 
-# Within the POST phase: Patients, then Binaries, then the rest, so that a compartment
-# resource finds its Patient and a DocumentReference finds its content (size and hash
-# checks) wherever they sit in the Bundle.
-WRITE_FIRST = {"Patient": 0, "Binary": 1}
 SCOPE_OF = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
 
 
@@ -236,7 +232,14 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
     mapping = await _assign_ids(ctx, entries)
     _rewrite(entries, mapping)
     results: dict[int, Result] = {}
-    for entry in sorted(entries, key=lambda e: (ORDER[e.method], WRITE_FIRST.get(e.rtype.name, 2))):
+
+    # Within a phase: Patients first (a compartment resource finds its Patient), then by the
+    # types' declared `bundle_order` (e.g. content before the documents that point at it).
+    def order(e: Entry) -> tuple[int, int]:
+        rank = -1 if e.rtype.name == "Patient" else ctx.behaviours.bundle_order(e.rtype.name)
+        return ORDER[e.method], rank
+
+    for entry in sorted(entries, key=order):
         try:
             results[entry.index] = await _execute(ctx, entry)
         except FhirError as exc:

@@ -20,7 +20,7 @@ Functions take an open connection inside a transaction; nothing here commits.
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -43,8 +43,26 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-if TYPE_CHECKING:
-    from espace_api.blobs.base import BlobInfo, BlobKey
+
+class BlobKey(NamedTuple):
+    """Where a blob lives: its patient and the SHA-256 (lowercase hex) of its bytes."""
+
+    patient_id: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What a stored blob is: the values a FHIR Attachment carries (size, SHA-1 hash)."""
+
+    sha256: str
+    """Lowercase hex SHA-256: the blob's key within its patient."""
+    sha1: str
+    """Base64 of the SHA-1 digest, as FHIR `Attachment.hash` wants it."""
+    size: int
+    created: bool = False
+    """True when `put` stored new bytes; False when the patient already had them."""
+
 
 blob_metadata = MetaData()
 
@@ -103,14 +121,14 @@ class BlobRow:
     touched_at: datetime
 
 
-def _key_filter(table: Table, key: "BlobKey"):  # type: ignore[no-untyped-def]
+def _key_filter(table: Table, key: BlobKey):  # type: ignore[no-untyped-def]
     return and_(table.c.patient_id == key.patient_id, table.c.sha256 == key.sha256)
 
 
 async def claim_blob(
     conn: AsyncConnection,
-    key: "BlobKey",
-    info: "BlobInfo",
+    key: BlobKey,
+    info: BlobInfo,
     backend: str,
     now: datetime,
     chunk_size: int | None = None,
@@ -137,24 +155,24 @@ async def claim_blob(
     return bool((await conn.execute(stmt)).scalar_one())
 
 
-async def get_blob(conn: AsyncConnection, key: "BlobKey") -> BlobRow | None:
+async def get_blob(conn: AsyncConnection, key: BlobKey) -> BlobRow | None:
     """The catalogue row of a blob, or None."""
     row = (await conn.execute(select(blobs).where(_key_filter(blobs, key)))).first()
     return BlobRow(**row._mapping) if row else None
 
 
-async def lock_blob(conn: AsyncConnection, key: "BlobKey") -> bool:
+async def lock_blob(conn: AsyncConnection, key: BlobKey) -> bool:
     """Lock a blob's row for deletion (waits for concurrent claims). False if absent."""
     stmt = select(blobs.c.sha256).where(_key_filter(blobs, key)).with_for_update()
     return (await conn.execute(stmt)).first() is not None
 
 
-async def delete_blob(conn: AsyncConnection, key: "BlobKey") -> None:
+async def delete_blob(conn: AsyncConnection, key: BlobKey) -> None:
     """Delete a catalogue row (and, by cascade, Postgres-held chunks)."""
     await conn.execute(delete(blobs).where(_key_filter(blobs, key)))
 
 
-async def insert_chunk(conn: AsyncConnection, key: "BlobKey", seq: int, data: bytes) -> None:
+async def insert_chunk(conn: AsyncConnection, key: BlobKey, seq: int, data: bytes) -> None:
     """Store one chunk of a Postgres-held blob."""
     await conn.execute(
         blob_chunks.insert().values(
@@ -164,7 +182,7 @@ async def insert_chunk(conn: AsyncConnection, key: "BlobKey", seq: int, data: by
 
 
 async def read_chunk_slice(
-    conn: AsyncConnection, key: "BlobKey", seq: int, offset: int, length: int
+    conn: AsyncConnection, key: BlobKey, seq: int, offset: int, length: int
 ) -> bytes | None:
     """`length` bytes from `offset` within chunk `seq` (None if the chunk is missing)."""
     stmt = select(func.substring(blob_chunks.c.data, offset + 1, length)).where(
@@ -174,7 +192,7 @@ async def read_chunk_slice(
     return None if row is None else bytes(row[0])
 
 
-async def chunks_present(conn: AsyncConnection, key: "BlobKey") -> bool:
+async def chunks_present(conn: AsyncConnection, key: BlobKey) -> bool:
     """Whether a Postgres-held blob has its first chunk (empty blobs have none)."""
     stmt = select(exists().where(_key_filter(blob_chunks, key)))
     return bool((await conn.execute(stmt)).scalar_one())
@@ -194,9 +212,8 @@ def _unreferenced(older_than: datetime):  # type: ignore[no-untyped-def]
 
 async def list_unreferenced(
     conn: AsyncConnection, older_than: datetime, limit: int
-) -> list["BlobKey"]:
+) -> list[BlobKey]:
     """Blobs untouched since `older_than` with no reference (read only, no lock)."""
-    from espace_api.blobs.base import BlobKey
 
     stmt = (
         select(blobs.c.patient_id, blobs.c.sha256)
@@ -209,13 +226,12 @@ async def list_unreferenced(
 
 async def lock_unreferenced(
     conn: AsyncConnection, older_than: datetime, limit: int
-) -> list["BlobKey"]:
+) -> list[BlobKey]:
     """Like `list_unreferenced`, locking the rows; rows locked by others are skipped.
 
     A transaction committing a `blob_refs` row holds a key-share lock on its blob's row,
     so such a blob is skipped here, and a claim in progress makes the blob young again.
     """
-    from espace_api.blobs.base import BlobKey
 
     stmt = (
         select(blobs.c.patient_id, blobs.c.sha256)
@@ -227,7 +243,7 @@ async def lock_unreferenced(
     return [BlobKey(r.patient_id, r.sha256) for r in await conn.execute(stmt)]
 
 
-async def is_referenced(conn: AsyncConnection, key: "BlobKey") -> bool:
+async def is_referenced(conn: AsyncConnection, key: BlobKey) -> bool:
     """Whether any committed resource version points at the blob."""
     stmt = select(exists().where(_key_filter(blob_refs, key)))
     return bool((await conn.execute(stmt)).scalar_one())

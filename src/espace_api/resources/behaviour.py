@@ -1,0 +1,163 @@
+"""Type behaviour: the one extension point through which a package adds rules to a type.
+
+The resource service knows no type by name. A package (documents, privacy, lifecycle,
+messaging ...) subclasses `TypeBehaviour`, overrides the hooks it needs and registers an
+instance for its types at application set-up (`Behaviours.register`). The service calls, in
+order of registration, every behaviour registered for the type being handled:
+
+    create      -> replay()          a repeated request answered with what exists (idempotency)
+    create/update/patch/delete
+                -> before_write()    validate and complete the content; may refuse (FhirError)
+                   (version, indexes and audit written by the service)
+                -> after_write()     side effects in the same transaction (links, derived rows,
+                                     writes to other resources through `ctx.write_update`)
+    read/vread/search/history/include
+                -> render()          what a caller sees of a stored resource (redaction)
+
+Hooks receive a `HookContext`: the connection inside the caller's transaction, the identity,
+settings and clock, the access policy, and the few service operations a hook may need. The
+service's `Context` provides it; this module sits below the service and imports nothing of it,
+so the write path only goes down.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from espace_api.auth.identity import Identity
+from espace_api.clock import Clock
+from espace_api.config import Settings
+from espace_api.fhir.registry import ResourceType
+from espace_api.resources.results import Result
+from espace_api.storage.repository import StoredRow
+
+
+class HookContext(Protocol):
+    """What a hook may use: the transaction, the caller, and narrow service operations."""
+
+    conn: AsyncConnection
+    identity: Identity
+    settings: Settings
+    clock: Clock
+
+    @property
+    def base(self) -> str:
+        """The public base URL."""
+        ...
+
+    def policy(self, rtype: ResourceType, table: Table = ...) -> ColumnElement[bool]:
+        """The caller's visibility predicate for `rtype` on `table`."""
+        ...
+
+    async def resolve_references(self, content: dict[str, Any]) -> None:
+        """Rewrite conditional references (`Type?search`) in `content` to `Type/id`."""
+        ...
+
+    async def write_update(
+        self, rtype: ResourceType, current: StoredRow, content: dict[str, Any]
+    ) -> Result:
+        """Write `content` as the next version of `current` (locked by the caller), as a
+        system write: hooks see `event.system_write` and skip client-input rules."""
+        ...
+
+
+@dataclass
+class WriteEvent:
+    """One version about to be written (before_write) or just written (after_write)."""
+
+    rtype: ResourceType
+    id: str
+    version_id: int
+    method: str  # POST, PUT, PATCH or DELETE
+    now: datetime  # the version's lastUpdated
+    content: dict[str, Any] | None = None  # None for a deletion
+    patient_id: str | None = None  # the compartment's Patient id
+    patient: StoredRow | None = None  # that Patient's current row (when the service read it)
+    previous: StoredRow | None = None  # the version being replaced (update, patch, delete)
+    # A write the service makes for another hook (e.g. superseding a replaced document):
+    # its content rules were checked when it was first written.
+    system_write: bool = False
+    # Scratch space for one behaviour to pass facts from before_write to after_write.
+    carry: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_create(self) -> bool:
+        return self.version_id == 1
+
+
+class TypeBehaviour:
+    """Rules of one or more resource types. Every hook is optional (default: no effect)."""
+
+    async def replay(self, ctx: HookContext, rtype: ResourceType, body: Any) -> Result | None:
+        """An existing resource answering a repeated create, or None to go on creating."""
+        return None
+
+    async def before_write(self, ctx: HookContext, event: WriteEvent) -> dict[str, Any] | None:
+        """Check and complete `event.content`; return the content to store."""
+        return event.content
+
+    async def after_write(self, ctx: HookContext, event: WriteEvent) -> None:
+        """Side effects of a written version, in the same transaction."""
+
+    def render(self, ctx: HookContext, rtype: ResourceType, json: str) -> str:
+        """What the caller sees of a stored resource's JSON (default: all of it)."""
+        return json
+
+    #: Set by subclasses that override `render`, so that types without redaction keep the
+    #: read path free of any per-row call.
+    renders: bool = False
+    #: Where the type's entries run within one phase of a transaction Bundle (lower first),
+    #: e.g. content (Binary) before the documents whose attachments point at it.
+    bundle_order: int = 0
+
+
+class Behaviours:
+    """The behaviours registered per type name (one registry per application)."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, tuple[TypeBehaviour, ...]] = {}
+        self._renderers: dict[str, tuple[TypeBehaviour, ...]] = {}
+
+    def register(self, type_names: Iterable[str], behaviour: TypeBehaviour) -> None:
+        """Add `behaviour` to each named type, after those already registered."""
+        for name in type_names:
+            self._by_type[name] = (*self._by_type.get(name, ()), behaviour)
+            if behaviour.renders:
+                self._renderers[name] = (*self._renderers.get(name, ()), behaviour)
+
+    def of(self, type_name: str) -> tuple[TypeBehaviour, ...]:
+        """The behaviours of a type, in registration order."""
+        return self._by_type.get(type_name, ())
+
+    def bundle_order(self, type_name: str) -> int:
+        """The type's rank within a transaction phase (lowest of its behaviours)."""
+        return min((b.bundle_order for b in self.of(type_name)), default=0)
+
+    def renders(self, type_name: str) -> bool:
+        """Whether reads of this type go through a `render` hook."""
+        return type_name in self._renderers
+
+    async def replay(self, ctx: HookContext, rtype: ResourceType, body: Any) -> Result | None:
+        for behaviour in self.of(rtype.name):
+            found = await behaviour.replay(ctx, rtype, body)
+            if found is not None:
+                return found
+        return None
+
+    async def before_write(self, ctx: HookContext, event: WriteEvent) -> dict[str, Any] | None:
+        for behaviour in self.of(event.rtype.name):
+            event.content = await behaviour.before_write(ctx, event)
+        return event.content
+
+    async def after_write(self, ctx: HookContext, event: WriteEvent) -> None:
+        for behaviour in self.of(event.rtype.name):
+            await behaviour.after_write(ctx, event)
+
+    def render(self, ctx: HookContext, rtype: ResourceType, json: str) -> str:
+        for behaviour in self._renderers.get(rtype.name, ()):
+            json = behaviour.render(ctx, rtype, json)
+        return json
