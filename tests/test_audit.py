@@ -4,7 +4,7 @@ from sqlalchemy import select
 
 from espace_api.db.schema import audit_events
 from tests.support.documents import pdf
-from tests.support.fhir import FHIR_JSON, create, document, patient
+from tests.support.fhir import FHIR_JSON, PRO_SCOPES, create, document, grant_care, patient
 
 
 async def events(app, patient_id: str) -> list[dict]:
@@ -20,16 +20,23 @@ async def events(app, patient_id: str) -> list[dict]:
 async def test_reads_searches_and_downloads_are_audited(client, auth, app):
     ops = await auth.operator()
     pid = (await create(client, ops, patient()))["id"]
-    doc = await create(client, ops, document(pid))
     binary = await client.post(
         "/Binary",
         content=pdf(),
         headers={**ops, "Content-Type": "application/pdf", "X-Security-Context": f"Patient/{pid}"},
     )
     assert binary.status_code == 201, binary.text
+    doc = document(pid)
+    doc["content"][0]["attachment"] = {
+        "contentType": "application/pdf",
+        "url": f"Binary/{binary.json()['id']}",
+        "title": "CR",
+    }
+    doc = await create(client, ops, doc)
+    doctor = await auth.user("rpps-777", scopes=PRO_SCOPES)
+    await grant_care(client, doctor, pid, "777")
     before = len(await events(app, pid))
 
-    doctor = await auth.user("rpps-777")
     calls = [
         ("read", f"/DocumentReference/{doc['id']}"),
         ("vread", f"/DocumentReference/{doc['id']}/_history/1"),

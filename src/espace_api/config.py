@@ -83,6 +83,19 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    # Privacy (issue 8): durations of access rights.
+    care_relationship_days: int = Field(
+        default=365, description="an access authorisation lasts at most this long"
+    )
+    break_the_glass_minutes: int = Field(
+        default=60, description="an emergency (break-the-glass) access lasts this long"
+    )
+    invisible_patient_release_days: int = Field(
+        default=30,
+        description="a document labelled INVISIBLE_PATIENT is shown to the patient after this "
+        "many days unless a professional released it earlier (0: only a professional releases)",
+    )
+
     @property
     def issuer(self) -> str:
         """The issuer of built-in tokens; defaults to the base URL."""

@@ -21,6 +21,7 @@ from espace_api.db.embedded import ensure_database_url
 from espace_api.db.engine import make_engine
 from espace_api.documents import routes as documents_routes
 from espace_api.documents import setup as documents_setup
+from espace_api.privacy import setup as privacy_setup
 from espace_api.resources.behaviour import Behaviours
 
 DOCUMENT_TYPES = (
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     # Type rules: each package registers its behaviours; the service knows no type by name.
     app.state.behaviours = Behaviours()
     documents_setup.register(app.state.behaviours)
+    privacy_setup.register(app.state.behaviours)
     # Only when the client sends Accept-Encoding: gzip; FHIR JSON/XML only: document bytes
     # keep their Content-Length and Range semantics.
     app.add_middleware(

@@ -116,3 +116,62 @@ def ids(bundle: dict[str, Any], mode: str | None = "match") -> list[str]:
         for e in bundle.get("entry", [])
         if mode is None or e.get("search", {}).get("mode") == mode
     ]
+
+
+CONSENT_KIND = "https://espace-api.org/fhir/CodeSystem/consent-kind"
+PRO_SCOPES = "user/*.rs user/Consent.cud"
+
+
+def privacy_consent(
+    patient_id: str,
+    kind: str,
+    *,
+    actors: list[dict[str, Any]] | None = None,
+    data: list[str] | None = None,
+    status: str = "active",
+    **provision: Any,
+) -> dict[str, Any]:
+    """A Consent of one espace-api kind (care-relationship, mask, block, ...)."""
+    prov: dict[str, Any] = dict(provision)
+    if actors:
+        prov["actor"] = [
+            {
+                "role": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "code": "IRCP",
+                        }
+                    ]
+                },
+                "reference": ref,
+            }
+            for ref in actors
+        ]
+    if data:
+        prov["data"] = [{"meaning": "instance", "reference": {"reference": d}} for d in data]
+    return {
+        "resourceType": "Consent",
+        "status": status,
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": CONSENT_KIND, "code": kind}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        **({"provision": prov} if prov else {}),
+    }
+
+
+def practitioner_ref(rpps: str) -> dict[str, Any]:
+    return {"reference": f"Practitioner/rpps-{rpps.removeprefix('rpps-')}"}
+
+
+async def grant_care(client: Any, headers: dict[str, str], patient_id: str, rpps: str) -> str:
+    """The professional (their token in `headers`) records a care relationship; its id."""
+    body = privacy_consent(patient_id, "care-relationship", actors=[practitioner_ref(rpps)])
+    return (await create(client, headers, body))["id"]

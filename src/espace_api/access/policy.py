@@ -1,22 +1,309 @@
 """The one access policy (ARCHITECTURE.md principle 2).
 
-`visible()` returns a SQL predicate on the `resources` table that every query of resources
-ANDs in, so totals, paging, includes and history are right by construction. Scope checks
-and write rules live here too. Masking and consent (later issues) extend `visible()`.
+`decide()` builds, for one identity, type and table (resources or resource_versions), a tree
+of named rules whose leaves are SQL conditions. `visible()` compiles the tree into the one
+predicate every query of resources ANDs in, so totals, paging, includes and history are right
+by construction; `$explain` evaluates the same leaves one by one to say why. Scope checks and
+write rules live here too.
+
+Who sees what (docs/privacy.md):
+- operator: everything.
+- patient: their own compartment, except documents labelled INVISIBLE_PATIENT not yet
+  released (and the content of those documents); directory types (no compartment) are public.
+- software acting for no professional (`system` token without `practitioner`): what it
+  created itself (it can deposit, never browse); Patient by exact identifier lookup only.
+- a professional (`user` token, or `system` acting for a named professional): nothing of a
+  space that blocks them or their organisation; otherwise what they deposited, plus, while a
+  care relationship or a break-the-glass access is active, the space's resources, except
+  documents masked from professionals (MASQUE_PS, or all documents masked) and their content,
+  and the patient's own privacy choices (Consents other than their own).
 """
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, exists, false, or_, true
+from sqlalchemy import ColumnElement, Table, and_, exists, false, not_, or_, true
 
+from espace_api.access import actors
+from espace_api.access import vocabulary as v
 from espace_api.auth.identity import Identity, Interaction
-from espace_api.db.schema import resources
+from espace_api.config import Settings as AppSettings
+from espace_api.db.schema import access_rules, resource_versions, resources, search_reference
+from espace_api.db.schema import search_token as _search_token
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import references_in
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.values import split_reference
 
 INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+DOCREF, BINARY = "DocumentReference", "Binary"
+
+# Fixed aliases for the policy's own subqueries (building aliases per request is costly);
+# never the outer query's tables, so correlation always targets the row being decided.
+_RULE = access_rules.alias("pol_rule")
+_LABEL = _search_token.alias("pol_label")
+_FIRST = resource_versions.alias("pol_first")
+_OWNER = resources.alias("pol_owner")
+_DOC = resources.alias("pol_doc")
+_DOC_REF = search_reference.alias("pol_doc_ref")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One named step of an access decision: a SQL condition, or all / any of sub-rules."""
+
+    code: str
+    text: str
+    sql: ColumnElement[bool] | None = None
+    all_of: tuple["Rule", ...] = ()
+    any_of: tuple["Rule", ...] = ()
+
+    def compile(self) -> ColumnElement[bool]:
+        """The SQL predicate of this rule."""
+        if self.sql is not None:
+            return self.sql
+        if self.all_of:
+            return and_(*(r.compile() for r in self.all_of))
+        return or_(*(r.compile() for r in self.any_of))
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[int, "Rule"]]:
+        """Every rule of the tree with its depth, parents first."""
+        yield depth, self
+        for child in (*self.all_of, *self.any_of):
+            yield from child.walk(depth + 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Policy settings taken from the application's Settings (durations)."""
+
+    invisible_patient_release: timedelta | None = None  # None: only a professional releases
+
+
+def settings_from(app_settings: AppSettings) -> Settings:
+    """The policy's settings from the application's."""
+    days = app_settings.invisible_patient_release_days
+    return Settings(invisible_patient_release=timedelta(days=days) if days > 0 else None)
+
+
+def _rule_exists(
+    patient: Any, kinds: tuple[str, ...], keys: tuple[str, ...] | None, now: datetime
+) -> ColumnElement[bool]:
+    """An access rule of one of `kinds` (for one of the actor `keys`) in force at `now`."""
+    r = _RULE
+    clauses = [r.c.patient_id == patient, r.c.kind.in_(kinds)]
+    if keys is not None:
+        if not keys:
+            return false()
+        clauses.append(r.c.actor.in_(keys))
+    clauses += [
+        or_(r.c.period_start.is_(None), r.c.period_start <= now),
+        or_(r.c.period_end.is_(None), r.c.period_end > now),
+    ]
+    return exists().where(*clauses)
+
+
+def _labelled(type_col: Any, id_col: Any, code: str) -> ColumnElement[bool]:
+    """The current version of the resource carries visibility label `code`."""
+    t = _LABEL
+    return exists().where(
+        t.c.resource_type == type_col,
+        t.c.resource_id == id_col,
+        t.c.param == "security-label",
+        t.c.system == v.VISIBILITY_SYSTEM,
+        t.c.code == code,
+    )
+
+
+def _unannounced(type_col: Any, id_col: Any, now: datetime, s: Settings) -> ColumnElement[bool]:
+    """Labelled INVISIBLE_PATIENT and not yet released by the delay (if one is set)."""
+    labelled = _labelled(type_col, id_col, v.INVISIBLE_PATIENT)
+    if s.invisible_patient_release is None:
+        return labelled
+    f = _FIRST
+    recent = exists().where(
+        f.c.resource_type == type_col,
+        f.c.id == id_col,
+        f.c.version_id == 1,
+        f.c.last_updated > now - s.invisible_patient_release,
+    )
+    return and_(labelled, recent)
+
+
+def _created_by(table: Table, actor: str) -> ColumnElement[bool]:
+    """The resource was created by `actor` (from the current row for a versions table)."""
+    c = table.c
+    if "created_by" in c:
+        return c.created_by == actor
+    o = _OWNER
+    return exists().where(
+        o.c.resource_type == c.resource_type, o.c.id == c.id, o.c.created_by == actor
+    )
+
+
+def _documents_of(table: Table, condition: Any) -> ColumnElement[bool]:
+    """A live DocumentReference of the same patient whose content is this Binary and for
+    which `condition(doc_alias)` holds."""
+    c, d, ref = table.c, _DOC, _DOC_REF
+    return exists().where(
+        ref.c.resource_type == DOCREF,
+        ref.c.param == "binary",
+        ref.c.target_type == BINARY,
+        ref.c.target_id == c.id,
+        d.c.resource_type == DOCREF,
+        d.c.id == ref.c.resource_id,
+        d.c.patient_id == c.patient_id,
+        d.c.deleted.is_(False),
+        condition(d),
+    )
+
+
+ALLOW = Rule("operator", "operators see everything", true())
+DIRECTORY = Rule("directory", "directory resources (no patient compartment) are public", true())
+
+
+def decide(
+    identity: Identity,
+    rtype: ResourceType,
+    table: Table,
+    now: datetime,
+    settings: Settings = Settings(),
+) -> Rule:
+    """The access decision for rows of `rtype` in `table` (resources or resource_versions)."""
+    if identity.kind == "operator":
+        return ALLOW
+    if identity.kind == "patient":
+        return _patient(identity, rtype, table, now, settings)
+    if identity.kind == "system" and not identity.practitioner:
+        return _software(identity, rtype, table)
+    return _professional(identity, rtype, table, now)
+
+
+def _patient(
+    identity: Identity, rtype: ResourceType, table: Table, now: datetime, s: Settings
+) -> Rule:
+    if not rtype.in_patient_compartment:
+        return DIRECTORY
+    c = table.c
+    own = Rule(
+        "own-space",
+        "the resource belongs to the caller's own space",
+        c.patient_id == identity.patient_id if identity.patient_id else false(),
+    )
+    if rtype.name == DOCREF:
+        announced = Rule(
+            "announced",
+            "the document is not labelled INVISIBLE_PATIENT (or has been released)",
+            not_(_unannounced(c.resource_type, c.id, now, s)),
+        )
+        return Rule("patient", "a patient sees their own space", all_of=(own, announced))
+    if rtype.name == BINARY:
+        announced = Rule(
+            "content-announced",
+            "the content belongs to no document still hidden from the patient",
+            not_(_documents_of(table, lambda d: _unannounced(d.c.resource_type, d.c.id, now, s))),
+        )
+        return Rule("patient", "a patient sees their own space", all_of=(own, announced))
+    return own
+
+
+def _software(identity: Identity, rtype: ResourceType, table: Table) -> Rule:
+    lookup = _patient_lookup(rtype)
+    if lookup is not None:
+        return lookup
+    return Rule(
+        "author",
+        "software sees what it deposited, and nothing else",
+        _created_by(table, identity.actor),
+    )
+
+
+def _professional(identity: Identity, rtype: ResourceType, table: Table, now: datetime) -> Rule:
+    if not rtype.in_patient_compartment:
+        return DIRECTORY
+    c = table.c
+    keys = actors.identity_keys(identity)
+    person = tuple(k for k in keys if k.startswith("practitioner:"))
+    not_blocked = Rule(
+        "not-blocked",
+        "the patient has not blocked this professional or their organisation",
+        not_(_rule_exists(c.patient_id, (v.BLOCK,), keys, now)),
+    )
+    author = Rule("author", "the caller deposited it", _created_by(table, identity.actor))
+    care = Rule(
+        "care-relationship",
+        "an access authorisation (care relationship) is in force for this professional",
+        _rule_exists(c.patient_id, (v.CARE_RELATIONSHIP,), keys, now),
+    )
+    btg = Rule(
+        "break-the-glass",
+        "an emergency (break-the-glass) access is in force for this professional, and the "
+        "patient has not opposed emergency access",
+        and_(
+            _rule_exists(c.patient_id, (v.BREAK_THE_GLASS,), person, now),
+            not_(_rule_exists(c.patient_id, (v.OPPOSE_BTG,), None, now)),
+        ),
+    )
+    access = Rule("access", "the professional has access to this space", any_of=(care, btg))
+    shared = _shared(rtype, table, now)
+    through = Rule("shared", "shared with this professional", all_of=(access, shared))
+    ways = (author, through, *filter(None, [_patient_lookup(rtype)]))
+    return Rule(
+        "professional",
+        "a professional sees what they deposited, or what the space shares with them",
+        all_of=(not_blocked, Rule("sees", "deposited or shared", any_of=ways)),
+    )
+
+
+def _not_masked(type_col: Any, id_col: Any, patient: Any, now: datetime) -> ColumnElement[bool]:
+    return and_(
+        not_(_labelled(type_col, id_col, v.MASQUE_PS)),
+        not_(_rule_exists(patient, (v.MASK_ALL,), None, now)),
+    )
+
+
+def _shared(rtype: ResourceType, table: Table, now: datetime) -> Rule:
+    """What a space with access shares of one type."""
+    c = table.c
+    if rtype.name == DOCREF:
+        return Rule(
+            "not-masked",
+            "the document is not hidden from professionals (MASQUE_PS, or all documents)",
+            _not_masked(c.resource_type, c.id, c.patient_id, now),
+        )
+    if rtype.name == BINARY:
+        return Rule(
+            "content-of-shared-document",
+            "the content belongs to a document not hidden from professionals",
+            _documents_of(
+                table, lambda d: _not_masked(d.c.resource_type, d.c.id, d.c.patient_id, now)
+            ),
+        )
+    if rtype.name == "Consent":
+        return Rule("private", "a patient's privacy choices are theirs only", false())
+    return Rule("space", "the space's other resources", true())
+
+
+def _patient_lookup(rtype: ResourceType) -> Rule | None:
+    """Finding a Patient by identifier (to deposit, or to record a care relationship) is open
+    to professionals and software without access to the space."""
+    if rtype.name != "Patient":
+        return None
+    return Rule("patient-lookup", "a Patient may be looked up by identifier", true())
+
+
+def visible(
+    identity: Identity,
+    rtype: ResourceType,
+    table: Table,
+    now: datetime,
+    settings: Settings = Settings(),
+) -> ColumnElement[bool]:
+    """SQL predicate: rows of `rtype` in `table` (resources or resource_versions) this
+    identity may see at `now`."""
+    return decide(identity, rtype, table, now, settings).compile()
 
 
 def require_scope(identity: Identity, rtype: ResourceType, interaction: Interaction) -> None:
@@ -29,32 +316,12 @@ def require_scope(identity: Identity, rtype: ResourceType, interaction: Interact
         )
 
 
-def visible(identity: Identity, rtype: ResourceType, table: Table) -> ColumnElement[bool]:
-    """SQL predicate: rows of `rtype` in `table` (resources or resource_versions) this
-    identity may see."""
-    c = table.c
-    if identity.kind == "patient":
-        if not rtype.in_patient_compartment:
-            return true()
-        if identity.patient_id is None:
-            return false()
-        return c.patient_id == identity.patient_id
-    if identity.kind == "system":
-        if rtype.name == "Patient":
-            return true()  # finding a patient by INS; the service requires `identifier`
-        if "created_by" in c:
-            return c.created_by == identity.actor
-        current = resources.alias()
-        return exists().where(
-            current.c.resource_type == c.resource_type,
-            current.c.id == c.id,
-            current.c.created_by == identity.actor,
-        )
-    return true()  # user (masking comes with the consent issue) and operator
-
-
 def visible_any(
-    identity: Identity, table: Table, interaction: Interaction = "r"
+    identity: Identity,
+    table: Table,
+    now: datetime,
+    settings: Settings = Settings(),
+    interaction: Interaction = "r",
 ) -> ColumnElement[bool]:
     """Cross-type predicate (system-level history): OR over the registered types whose scope
     covers `interaction`, each with its own `visible()`. 403 when no type is covered."""
@@ -65,7 +332,10 @@ def visible_any(
             "INSUFFICIENT_SCOPE",
         )
     return or_(
-        *(and_(table.c.resource_type == rt.name, visible(identity, rt, table)) for rt in allowed)
+        *(
+            and_(table.c.resource_type == rt.name, visible(identity, rt, table, now, settings))
+            for rt in allowed
+        )
     )
 
 

@@ -125,5 +125,23 @@ audit_events = Table(
     Column("resource_type", Text, nullable=True),
     Column("resource_id", Text, nullable=True),
     Column("query", Text, nullable=True),
+    Column("practitioner", Text, nullable=True),
+    Column("organization", Text, nullable=True),
+    Column("detail", Text, nullable=True),
     Index("ix_audit_patient", "patient_id", "recorded"),
+)
+
+# The patient's privacy choices as the access policy reads them, derived from their Consent
+# resources (privacy/consents.py) in the same transaction as each Consent write. One row per
+# (consent, kind, actor); `actor` is '' for space-wide settings (e.g. mask-all).
+access_rules = Table(
+    "access_rules",
+    metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("consent_id", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),
+    Column("actor", Text, primary_key=True, server_default=""),
+    Column("period_start", DateTime(timezone=True), nullable=True),
+    Column("period_end", DateTime(timezone=True), nullable=True),
+    Index("ix_access_rules_lookup", "patient_id", "kind", "actor"),
 )

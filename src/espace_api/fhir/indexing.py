@@ -80,7 +80,9 @@ def _dates(value: Any) -> Iterator[tuple[datetime, datetime]]:
 
 def _references(value: Any) -> Iterator[tuple[str | None, str]]:
     if isinstance(value, dict) and isinstance(value.get("reference"), str):
-        split = split_reference(value["reference"])
+        value = value["reference"]
+    if isinstance(value, str):  # a Reference, or a url naming a resource (Attachment.url)
+        split = split_reference(value)
         if split:
             yield split
 

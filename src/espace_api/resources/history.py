@@ -55,7 +55,9 @@ async def history(
         policy.require_scope(ctx.identity, rtype, "r")
         predicate = ctx.policy(rtype, resource_versions)
     else:
-        predicate = policy.visible_any(ctx.identity, resource_versions)
+        predicate = policy.visible_any(
+            ctx.identity, resource_versions, ctx.now, ctx.policy_settings
+        )
     if rtype is not None and id_ is not None:
         current = await repository.get_current(ctx.conn, rtype.name, id_, ctx.policy(rtype))
         if current is None:

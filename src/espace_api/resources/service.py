@@ -6,6 +6,8 @@ events and returns a Result. No HTTP here: transactions and tests call it direct
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -44,8 +46,17 @@ class Context:
     clock: Clock
     behaviours: Behaviours = field(default_factory=Behaviours)
 
+    @cached_property
+    def now(self) -> datetime:
+        """The request's moment, which every access decision of the request uses."""
+        return self.clock.now()
+
+    @cached_property
+    def policy_settings(self) -> policy.Settings:
+        return policy.settings_from(self.settings)
+
     def policy(self, rtype: ResourceType, table: Table = resources) -> ColumnElement[bool]:
-        return policy.visible(self.identity, rtype, table)
+        return policy.visible(self.identity, rtype, table, self.now, self.policy_settings)
 
     @property
     def base(self) -> str:

@@ -1,0 +1,1 @@
+"""The patient's privacy choices (Consent), break-the-glass, $everything and $explain."""

@@ -1,0 +1,85 @@
+"""SQL of the access rules derived from a patient's Consents (see privacy/consents.py)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from espace_api.db.schema import access_rules, resources, search_reference, search_token
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """One rule in force (or to come) for a patient, from one Consent."""
+
+    kind: str
+    actor: str = ""
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+
+async def replace_rules(
+    conn: AsyncConnection, patient_id: str, consent_id: str, rules: list[AccessRule]
+) -> None:
+    """Make `rules` the rules of one Consent (none: the Consent no longer applies)."""
+    r = access_rules
+    await conn.execute(delete(r).where(r.c.patient_id == patient_id, r.c.consent_id == consent_id))
+    if rules:
+        rows = [
+            {
+                "patient_id": patient_id,
+                "consent_id": consent_id,
+                "kind": rule.kind,
+                "actor": rule.actor,
+                "period_start": rule.period_start,
+                "period_end": rule.period_end,
+            }
+            for rule in dict.fromkeys(rules)
+        ]
+        await conn.execute(insert(r), rows)
+
+
+async def rules_in_force(
+    conn: AsyncConnection, patient_id: str, kinds: tuple[str, ...], now: datetime
+) -> list[AccessRule]:
+    """The patient's rules of `kinds` in force at `now`."""
+    r = access_rules
+    stmt = select(r.c.kind, r.c.actor, r.c.period_start, r.c.period_end).where(
+        r.c.patient_id == patient_id,
+        r.c.kind.in_(kinds),
+        or_(r.c.period_start.is_(None), r.c.period_start <= now),
+        or_(r.c.period_end.is_(None), r.c.period_end > now),
+    )
+    return [AccessRule(*m) for m in await conn.execute(stmt)]
+
+
+async def consents_listing(
+    conn: AsyncConnection, patient_id: str, document_id: str, exclude: str | None = None
+) -> list[str]:
+    """Ids of the patient's active Consents whose provision.data lists the document."""
+    ref, tok, c = search_reference, search_token, resources
+    stmt = (
+        select(ref.c.resource_id)
+        .join(c, and_(c.c.resource_type == "Consent", c.c.id == ref.c.resource_id))
+        .join(
+            tok,
+            and_(
+                tok.c.resource_type == "Consent",
+                tok.c.resource_id == ref.c.resource_id,
+                tok.c.param == "status",
+                tok.c.code == "active",
+            ),
+        )
+        .where(
+            ref.c.resource_type == "Consent",
+            ref.c.param == "data",
+            ref.c.target_type == "DocumentReference",
+            ref.c.target_id == document_id,
+            ref.c.patient_id == patient_id,
+            c.c.deleted.is_(False),
+        )
+    )
+    if exclude is not None:
+        stmt = stmt.where(ref.c.resource_id != exclude)
+    return [m[0] for m in await conn.execute(stmt)]
