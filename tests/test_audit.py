@@ -68,7 +68,7 @@ async def test_one_search_audits_every_patient_it_shows(client, auth, app):
         assert len(await events(app, p)) == counts[p] + 1
 
 
-async def test_refused_read_is_not_shown_as_access(client, auth, app):
+async def test_refused_read_is_recorded_as_a_refused_attempt(client, auth, app):
     ops = await auth.operator()
     mine = (await create(client, ops, patient()))["id"]
     other = (await create(client, ops, patient()))["id"]
@@ -76,7 +76,10 @@ async def test_refused_read_is_not_shown_as_access(client, auth, app):
     before = len(await events(app, other))
     r = await client.get(f"/DocumentReference/{doc['id']}", headers=await auth.patient(mine))
     assert r.status_code == 404
-    assert len(await events(app, other)) == before
+    new = (await events(app, other))[before:]
+    assert len(new) == 1, "the owner sees the attempt"
+    assert new[0]["outcome"] == "4" and new[0]["detail"] == "404 NOT_FOUND"
+    assert new[0]["agent_kind"] == "patient" and new[0]["resource_id"] == doc["id"]
 
 
 async def test_writes_are_audited_with_the_depositing_client(client, auth, app):

@@ -13,6 +13,7 @@ from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES
 from espace_api import __version__
 from espace_api.api import errors, fhir_routes
 from espace_api.api.access_log import AccessLog
+from espace_api.audit import routes as audit_routes
 from espace_api.auth import routes as auth_routes
 from espace_api.auth import setup as auth_setup
 from espace_api.clock import Clock
@@ -21,6 +22,7 @@ from espace_api.db.embedded import ensure_database_url
 from espace_api.db.engine import make_engine
 from espace_api.documents import routes as documents_routes
 from espace_api.documents import setup as documents_setup
+from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
 from espace_api.resources.behaviour import Behaviours
 
@@ -94,5 +96,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.add_middleware(AccessLog)
     app.include_router(auth_routes.router)
     app.include_router(documents_routes.router)  # Binary content routes before generic ones
+    app.include_router(audit_routes.router)
+    app.include_router(privacy_routes.router)
     app.include_router(fhir_routes.router)
     return app

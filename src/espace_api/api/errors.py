@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from espace_api.audit.refusals import record_refusal
 from espace_api.fhir.errors import FhirError, operation_outcome
 
 log = logging.getLogger("espace_api.errors")
@@ -29,8 +30,9 @@ def outcome_response(status: int, body: dict, headers: dict[str, str] | None = N
     return Response(orjson.dumps(body), status, headers=headers, media_type=FHIR_JSON)
 
 
-async def _fhir_error(_: Request, exc: Exception) -> Response:
+async def _fhir_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FhirError)
+    await record_refusal(request, exc)
     return outcome_response(exc.status, exc.outcome(), exc.headers)
 
 

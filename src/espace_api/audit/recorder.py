@@ -8,25 +8,40 @@ from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
 from espace_api.storage import audit_repository
 
-# AuditEvent.action codes: C create, R read/vread/history, U update, D delete, E search
+# AuditEvent.action codes: C create, R read/vread/history, U update, D delete, E execute
+# (search and operations).
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "history": "R", "update": "U"}
-ACTIONS |= {"delete": "D", "search": "E", "patch": "U"}
+ACTIONS |= {"delete": "D", "search": "E", "patch": "U", "everything": "R"}
+SUCCESS, REFUSED = "0", "4"  # AuditEvent.outcome: success, minor failure (refused request)
 
 
 async def record(
     conn: AsyncConnection,
     clock: Clock,
-    identity: Identity,
+    identity: Identity | None,
     subtype: str,
     *,
     resource_type: str | None,
     resource_id: str | None = None,
     patient_ids: Iterable[str | None] = (None,),
     query: str | None = None,
-    outcome: str = "0",
+    outcome: str = SUCCESS,
+    purpose: str | None = None,
+    detail: str | None = None,
 ) -> None:
-    """Write one event per distinct patient (None = no patient) in the caller's transaction."""
+    """Write one event per distinct patient (None = no patient) in the caller's transaction.
+
+    `identity` is None for a refused request whose token could not be verified."""
     now = clock.now()
+    agent = {
+        "agent_kind": identity.kind if identity else None,
+        "agent_sub": identity.subject if identity else None,
+        "client_id": identity.client_id if identity else None,
+        "token_jti": identity.token_id if identity else None,
+        "purpose": purpose or (identity.purpose if identity else None),
+        "practitioner": identity.practitioner if identity else None,
+        "organization": identity.organization if identity else None,
+    }
     events = [
         {
             "id": clock.ids(),
@@ -35,14 +50,11 @@ async def record(
             "action": ACTIONS.get(subtype, "E"),
             "subtype": subtype,
             "outcome": outcome,
-            "agent_kind": identity.kind,
-            "agent_sub": identity.subject,
-            "client_id": identity.client_id,
-            "token_jti": identity.token_id,
-            "purpose": identity.purpose,
+            **agent,
             "resource_type": resource_type,
             "resource_id": resource_id,
             "query": query,
+            "detail": detail,
         }
         for patient_id in dict.fromkeys(patient_ids)
     ]

@@ -24,4 +24,6 @@ class DenyAll:
 async def current_identity(request: Request) -> Identity:
     """Authenticate the request with the application's authenticator."""
     authenticator: Authenticator = request.app.state.authenticator
-    return await authenticator.authenticate(request)
+    identity = await authenticator.authenticate(request)
+    request.state.identity = identity  # who a refusal audit names (audit/refusals.py)
+    return identity

@@ -31,6 +31,8 @@ class FhirError(Exception):
         self.expression = expression
         self.headers = headers or {}
         self.extra_issues = extra_issues or []
+        # (method, url) of the Bundle entry that was refused, for the refusal audit.
+        self.entry_target: tuple[str, str] | None = None
 
     def outcome(self) -> dict[str, Any]:
         """The OperationOutcome resource for this error."""

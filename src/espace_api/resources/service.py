@@ -256,9 +256,14 @@ async def create(
     *,
     if_none_exist: str | None = None,
     id_: str | None = None,
+    system_write: bool = False,
 ) -> Result:
-    """create (optionally conditional): 201, or 200 with the one existing match."""
-    policy.require_scope(ctx.identity, rtype, "c")
+    """create (optionally conditional): 201, or 200 with the one existing match.
+
+    `system_write`: a resource the server records on the caller's behalf (e.g. the Consent
+    of a break-the-glass access): no scope check, and hooks see `event.system_write`."""
+    if not system_write:
+        policy.require_scope(ctx.identity, rtype, "c")
     existing = await ctx.behaviours.replay(ctx, rtype, body)
     if existing is not None:  # e.g. the same document deposited again (IHE MHD retry)
         return existing
@@ -272,7 +277,9 @@ async def create(
             row = await repository.get_current(ctx.conn, rtype.name, ids[0], ctx.policy(rtype))
             assert row is not None  # matched under the same policy in this transaction
             return version_headers(_result(ctx, row, 200), ctx.base, location=True)
-    event = WriteEvent(rtype, id_ or ctx.clock.ids(), 1, "POST", ctx.clock.now())
+    event = WriteEvent(
+        rtype, id_ or ctx.clock.ids(), 1, "POST", ctx.clock.now(), system_write=system_write
+    )
     result = await _write(ctx, await _prepare(ctx, rtype, body, event))
     return version_headers(result, ctx.base, location=True)
 

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from espace_api.access import policy
+from espace_api.audit import refusals
 from espace_api.fhir import bundles
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import references_in
@@ -33,6 +34,7 @@ class Entry:
 
     index: int
     method: str
+    url: str
     rtype: ResourceType
     id: str | None
     version: str | None
@@ -73,6 +75,7 @@ def _parse_entry(index: int, raw: Any) -> Entry:
     return Entry(
         index,
         method,
+        url,
         rtype,
         id_,
         version,
@@ -243,6 +246,7 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
         try:
             results[entry.index] = await _execute(ctx, entry)
         except FhirError as exc:
+            exc.entry_target = (entry.method, entry.url)
             raise _fail(entry.index, exc) from None
     out = [_response_entry(ctx, results[e.index]) for e in entries]
     return Result(200, bundles.bundle("transaction-response", out, bundle_id=ctx.clock.ids()))
@@ -251,6 +255,7 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
 async def _batch(ctx: Context, raw_entries: list[Any]) -> Result:
     out: list[bundles.Entry] = []
     for i, raw in enumerate(raw_entries):
+        entry: Entry | None = None
         try:
             entry = _parse_entry(i, raw)
             if isinstance(entry.resource, dict) and any(
@@ -263,5 +268,12 @@ async def _batch(ctx: Context, raw_entries: list[Any]) -> Result:
                 result = await _execute(ctx, entry)
             out.append(_response_entry(ctx, result))
         except FhirError as exc:
+            if entry is not None and exc.status in refusals.RECORDED:
+                rtype, id_ = refusals.target_of(entry.url)
+                if rtype is not None:
+                    named = dict(parse_qsl(entry.query)).get("patient")
+                    await refusals.record(
+                        ctx.conn, ctx.clock, ctx.identity, entry.method, rtype, id_, named, exc
+                    )
             out.append(_error_entry(_fail(i, exc)))
     return Result(200, bundles.bundle("batch-response", out, bundle_id=ctx.clock.ids()))

@@ -1,11 +1,11 @@
-"""Audit event SQL."""
+"""Audit event SQL (the table is append-only: see migration 8_1)."""
 
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import ColumnElement, func, insert, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from espace_api.db.schema import audit_events
+from espace_api.db.schema import audit_events, resources
 
 
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
@@ -21,3 +21,35 @@ async def events_for_patient(
     a = audit_events
     stmt = select(a).where(a.c.patient_id == patient_id).order_by(a.c.recorded.desc()).limit(limit)
     return [dict(m._mapping) for m in await conn.execute(stmt)]
+
+
+async def search_events(
+    conn: AsyncConnection,
+    where: list[ColumnElement[bool]],
+    *,
+    count: int,
+    offset: int,
+    newest_first: bool = True,
+) -> tuple[list[dict[str, Any]], int]:
+    """Audit events matching every clause of `where`, paged, and their total."""
+    a = audit_events
+    order = a.c.recorded.desc() if newest_first else a.c.recorded.asc()
+    stmt = select(a).where(*where).order_by(order, a.c.id).limit(count).offset(offset)
+    rows = [dict(m._mapping) for m in await conn.execute(stmt)]
+    total = (await conn.execute(select(func.count()).select_from(a).where(*where))).scalar_one()
+    return rows, total
+
+
+async def get_event(
+    conn: AsyncConnection, id_: str, visible: ColumnElement[bool] = true()
+) -> dict[str, Any] | None:
+    a = audit_events
+    m = (await conn.execute(select(a).where(a.c.id == id_, visible))).first()
+    return dict(m._mapping) if m else None
+
+
+async def patient_of(conn: AsyncConnection, resource_type: str, id_: str) -> str | None:
+    """The patient of a stored resource, whoever may see it (to name a refused access)."""
+    r = resources
+    stmt = select(r.c.patient_id).where(r.c.resource_type == resource_type, r.c.id == id_)
+    return (await conn.execute(stmt)).scalar_one_or_none()

@@ -142,6 +142,11 @@ def _date_on(low: Any, high: Any, value: str, instant: bool = False) -> ColumnEl
     return _range_match(prefix, low, high, sl, sh)
 
 
+def instant_clause(column: Any, value: str) -> ColumnElement[bool]:
+    """A date search value (with its prefix) against an instant column."""
+    return _date_on(column, column, value, instant=True)
+
+
 def _reference_value(t: Table, value: str, target_type: str | None) -> ColumnElement[bool]:
     split = split_reference(value)
     if split is None:
