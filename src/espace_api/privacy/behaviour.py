@@ -158,7 +158,8 @@ class DocumentVisibility(TypeBehaviour):
         previous = _previous(event)
         old = v.visibility_codes(previous) if previous is not None else set()
         if kind == "patient":
-            _check_changes(new, old, {v.MASQUE_PS, v.INVISIBLE_REPRESENTANTS_LEGAUX}, set())
+            own = {v.MASQUE_PS, v.INVISIBLE_REPRESENTANTS_LEGAUX}
+            _check_changes(new, old, own, own)
         elif kind in PROFESSIONALS and event.is_create:
             if v.MASQUE_PS not in new and event.patient_id is not None:
                 masked = await rules_repo.rules_in_force(

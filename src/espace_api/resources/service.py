@@ -102,6 +102,8 @@ def parse_etag(value: str) -> int:
 
 # ---------------------------------------------------------------- reads
 
+MAX_AUDITED_PATIENTS = 1000  # a count over more patients audits the first ones only
+
 
 async def read(ctx: Context, rtype: ResourceType, id_: str) -> Result:
     """read: 404 when absent or not visible, 410 when deleted."""
@@ -424,14 +426,18 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
         req, lambda t: ctx.policy(rtype, t), lambda rt, t: ctx.policy(rt, t)
     )
     summary_count = req.summary == "count"
+    counted: list[str | None] = []
     if summary_count:
         rows, total = [], (await repository.run_search(ctx.conn, page.limit(0), count_stmt))[1]
+        if total:  # the audit names whose data was counted
+            counted = await repository.patients_of(ctx.conn, page, MAX_AUDITED_PATIENTS)
     else:
         rows, total = await repository.run_search(
             ctx.conn, page, None if req.total == "none" else count_stmt
         )
     included = await _included(ctx, req, rows) if rows and (req.include or req.revinclude) else []
-    patients = [p for _, _, p in rows] + [m[3] for m in included] or [ctx.identity.patient_id]
+    patients = [p for _, _, p in rows] + [m[3] for m in included] + counted
+    patients = patients or [ctx.identity.patient_id]
     await recorder.record(
         ctx.conn,
         ctx.clock,

@@ -247,6 +247,13 @@ async def run_search(
     return rows, total
 
 
+async def patients_of(conn: AsyncConnection, page: Select, limit: int) -> list[str | None]:
+    """Distinct patients of the rows a compiled search matches (for auditing a count)."""
+    matches = page.limit(None).offset(None).order_by(None).subquery()
+    stmt = select(matches.c.patient_id).distinct().limit(limit)
+    return [m[0] for m in await conn.execute(stmt)]
+
+
 async def find_ids(conn: AsyncConnection, page: Select) -> list[str]:
     """Ids matched by a compiled search (conditional interactions)."""
     return [m[0] for m in await conn.execute(page)]
