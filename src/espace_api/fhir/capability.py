@@ -13,6 +13,35 @@ SECURITY_TEXT = "SMART on FHIR v2 bearer tokens; see /.well-known/smart-configur
 # through /metadata rather than .well-known (fhirclient) find the token endpoint here.
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
+OWN_OPERATIONS = "https://espace-api.org/fhir/OperationDefinition"
+# Operations per type (name, canonical definition): privacy operations (issue 8).
+OPERATIONS = {
+    "Patient": [
+        ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+        ("break-the-glass", f"{OWN_OPERATIONS}/Patient-break-the-glass"),
+    ],
+}
+EXPLAIN = ("explain", f"{OWN_OPERATIONS}/Resource-explain")
+# The access history: read-only, not a stored resource type (audit/service.py).
+AUDIT_EVENT = {
+    "type": "AuditEvent",
+    "documentation": "The access history: patients read their own, operators any; read-only.",
+    "interaction": [{"code": "read"}, {"code": "search-type"}],
+    "searchParam": [
+        {"name": name, "type": kind}
+        for name, kind in (
+            ("patient", "reference"),
+            ("date", "date"),
+            ("agent", "token"),
+            ("subtype", "token"),
+            ("action", "token"),
+            ("purpose", "token"),
+            ("outcome", "token"),
+            ("entity", "reference"),
+        )
+    ],
+}
+
 FORMATS = ["application/fhir+json", "json", "application/fhir+xml", "xml"]
 PATCH_FORMATS = [JSON_PATCH, JSON_MERGE_PATCH, "application/fhir+json"]
 
@@ -56,6 +85,14 @@ def capability_statement(
                 ],
             }
         )
+        operations = OPERATIONS.get(rtype.name, []) + (
+            [EXPLAIN] if rtype.in_patient_compartment else []
+        )
+        if operations:
+            resources[-1]["operation"] = [
+                {"name": name, "definition": definition} for name, definition in operations
+            ]
+    resources.append(AUDIT_EVENT)
     security: dict[str, Any] = {
         "cors": False,
         "service": [{"coding": [{"system": SECURITY_SYSTEM, "code": "SMART-on-FHIR"}]}],
