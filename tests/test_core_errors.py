@@ -331,7 +331,8 @@ async def test_capability_statement_follows_registry(client):
     rest = cs["rest"][0]
     assert {i["code"] for i in rest["interaction"]} >= {"transaction", "batch"}
     by_type = {res["type"]: res for res in rest["resource"]}
-    assert set(by_type) == set(REGISTRY)
+    assert set(by_type) == {*REGISTRY, "AuditEvent"}  # the access history: read, search
+    assert {i["code"] for i in by_type["AuditEvent"]["interaction"]} == {"read", "search-type"}
     for name, rtype in REGISTRY.items():
         declared = by_type[name]
         assert {i["code"] for i in declared["interaction"]} == set(rtype.interactions), name
