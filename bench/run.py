@@ -1,10 +1,12 @@
 """`make bench`: start the server (uvicorn workers, own processes) and load it over loopback
 with concurrent httpx clients; print req/s and p50/p95/p99 per scenario.
 
-Scenarios (`--scenarios core,deposit,search`):
+Scenarios (`--scenarios core,deposit,enrol,search`):
 - core: create Patients and DocumentReferences, read and search them;
 - deposit: IHE MHD ITI-65 transaction Bundles (DocumentReference + 50 KB PDF Binary) from
   16 concurrent vendors, each with its own machine token;
+- enrol: bulk enrolment of `--persons` people (100,000) from one NDJSON upload, then again
+  (idempotent re-run);
 - search: ITI-67 searches by a professional on a database pre-loaded by bench.loader with
   `--documents` DocumentReferences for `--patients` patients (loaded once, then reused).
 Uses DATABASE_URL's server or an embedded Postgres.
@@ -22,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from bench import db, documents, loader, tokens
+from bench import db, documents, enrolment, loader, tokens
 from bench.loader import INS, LOINC, TYPES
 from bench.stats import Report, header
 
@@ -224,6 +226,18 @@ def run_core_and_deposit(args: argparse.Namespace) -> list[Report]:
         server.wait(timeout=10)
 
 
+def run_enrolment(args: argparse.Namespace) -> str:
+    url = fresh_database()
+    base = f"http://127.0.0.1:{args.port + 2}"
+    server = start_server(url, args.port + 2, args.workers)
+    try:
+        (operator,) = tokens.mint_all(url, base, [tokens.operator()])
+        return enrolment.run(base, operator, args.persons)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def run_search(args: argparse.Namespace) -> list[Report]:
     url = loader.database_for(args.documents)
     asyncio.run(loader.load(url, args.patients, args.documents))
@@ -250,24 +264,28 @@ async def create_patients(base: str, token: str, n: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenarios", default="core,deposit,search")
+    parser.add_argument("--scenarios", default="core,deposit,enrol,search")
     parser.add_argument("--resources", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--patients", type=int, default=100_000, help="search: loaded patients")
     parser.add_argument("--documents", type=int, default=1_000_000, help="search: loaded docs")
+    parser.add_argument("--persons", type=int, default=100_000, help="enrol: persons")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     args.scenarios = set(args.scenarios.split(","))
     reports: list[Report] = []
     if args.scenarios & {"core", "deposit"}:
         reports += run_core_and_deposit(args)
+    enrolled = run_enrolment(args) if "enrol" in args.scenarios else None
     if "search" in args.scenarios:
         reports += run_search(args)
     print(header() + f"; {args.workers} uvicorn workers, {args.concurrency} concurrent clients")
     for report in reports:
         print(report.line())
+    if enrolled:
+        print(enrolled)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,10 @@ async def test_json_binary_data_goes_to_blob_store(client, auth, app):
 
 
 async def test_closed_space_refuses_content(client, auth):
-    pid = await new_patient(client, auth, active=False)
+    pid = await new_patient(client, auth)
+    me = await auth.patient(pid)
+    for action in ("activate", "close"):
+        assert (await client.post(f"/Patient/{pid}/${action}", headers=me)).status_code == 200
     r = await post_raw(client, await lgc(auth), pid, PDF)
     assert r.status_code == 422
     assert orjson.loads(r.content)["issue"][0]["details"]["coding"][0]["code"] == (

@@ -4,11 +4,9 @@ import base64
 import uuid
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from espace_api.db.schema import resource_versions, resources
-from espace_api.documents.patient_state import SPACE_STATUS_URL
 from espace_api.documents.rules import CONFIDENTIALITY
 from espace_api.storage import blob_repository as blob_repo
 from tests.support.documents import (
@@ -265,19 +263,6 @@ async def test_replacement_supersedes_in_the_same_transaction(client, auth, app)
         422,
         "REPLACES_OTHER_PATIENT",
     )
-
-
-@pytest.mark.parametrize(
-    ("extra", "expected"),
-    [
-        ({"active": False}, "PATIENT_SPACE_CLOSED"),
-        ({"extension": [{"url": SPACE_STATUS_URL, "valueCode": "opposed"}]}, "PATIENT_OPPOSED"),
-    ],
-)
-async def test_closed_or_opposed_space_refuses_deposits(client, auth, app, extra, expected):
-    pid = await new_patient(client, auth, **extra)
-    r = await send(client, await lgc(auth), iti65(pid, pdf())[0])
-    assert r.status_code == 422 and code(r) == expected
 
 
 async def test_binary_must_name_its_patient(client, auth, app):

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_cli(sub)
+    from espace_api.lifecycle.cli import register_cli as register_lifecycle
+
+    register_lifecycle(sub)
     return parser
 
 

@@ -83,6 +83,19 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    # Space lifecycle (issue 9).
+    space_opposition_days: int = Field(
+        default=42, description="opposition window after the information notice (6 weeks)"
+    )
+    space_retention_days: int = Field(
+        default=3650, description="a closed space is kept this long, then purged (10 years)"
+    )
+    space_early_deletion_days: int = Field(
+        default=30,
+        description="a closure with a deletion request is purged after this (at most 90: "
+        "the law asks for 3 months)",
+    )
+
     # Privacy (issue 8): durations of access rights.
     care_relationship_days: int = Field(
         default=365, description="an access authorisation lasts at most this long"

@@ -22,6 +22,8 @@ from espace_api.db.embedded import ensure_database_url
 from espace_api.db.engine import make_engine
 from espace_api.documents import routes as documents_routes
 from espace_api.documents import setup as documents_setup
+from espace_api.lifecycle import routes as lifecycle_routes
+from espace_api.lifecycle import setup as lifecycle_setup
 from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
 from espace_api.resources.behaviour import Behaviours
@@ -40,6 +42,15 @@ Content type `application/fhir+json`. Every route except `/metadata`, `/.well-kn
 `/auth/token`, health probes and docs needs a SMART on FHIR bearer token.
 Errors are `OperationOutcome` resources whose `issue.details.coding.code` is a stable code.
 """
+
+
+def behaviours() -> Behaviours:
+    """Type rules: each package registers its behaviours; the service knows no type by name."""
+    registry = Behaviours()
+    documents_setup.register(registry)
+    privacy_setup.register(registry)
+    lifecycle_setup.register(registry)
+    return registry
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -69,10 +80,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         lifespan=lifespan,
     )
     app.state.settings = settings
-    # Type rules: each package registers its behaviours; the service knows no type by name.
-    app.state.behaviours = Behaviours()
-    documents_setup.register(app.state.behaviours)
-    privacy_setup.register(app.state.behaviours)
+    app.state.behaviours = behaviours()
     # Only when the client sends Accept-Encoding: gzip; FHIR JSON/XML only: document bytes
     # keep their Content-Length and Range semantics.
     app.add_middleware(
@@ -98,5 +106,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(documents_routes.router)  # Binary content routes before generic ones
     app.include_router(audit_routes.router)
     app.include_router(privacy_routes.router)
+    app.include_router(lifecycle_routes.router)
     app.include_router(fhir_routes.router)
     return app

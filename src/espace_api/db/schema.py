@@ -145,3 +145,22 @@ access_rules = Table(
     Column("period_end", DateTime(timezone=True), nullable=True),
     Index("ix_access_rules_lookup", "patient_id", "kind", "actor"),
 )
+
+# The authoritative state of each patient's space (lifecycle/state.py); the Patient resource
+# shows it in its space-status extension, written in the same transaction.
+patient_spaces = Table(
+    "patient_spaces",
+    metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("notified_at", DateTime(timezone=True), nullable=True),
+    Column("opposition_deadline", DateTime(timezone=True), nullable=True),
+    Column("activated_at", DateTime(timezone=True), nullable=True),
+    Column("opposed_at", DateTime(timezone=True), nullable=True),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+    Column("closure_reason", Text, nullable=True),
+    Column("purge_after", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_patient_spaces_due", "state", "opposition_deadline"),
+    Index("ix_patient_spaces_purge", "purge_after"),
+)

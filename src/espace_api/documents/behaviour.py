@@ -17,16 +17,21 @@ import orjson
 
 from espace_api.blobs import BlobInfo, BlobStore
 from espace_api.documents import binary, rules
-from espace_api.documents.patient_state import check_accepts_deposits
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.values import split_reference
+from espace_api.lifecycle.state import check_accepts_deposits
 from espace_api.resources.behaviour import HookContext, TypeBehaviour, WriteEvent
 from espace_api.resources.results import Result, version_headers
 from espace_api.storage import repository
 from espace_api.storage.document_repository import documents_with_identifier
+from espace_api.storage.repository import StoredRow
 
 BLOB = "blob"  # WriteEvent.carry key: the BlobInfo of a Binary's inline data
+
+
+def _json(row: StoredRow | None) -> dict[str, Any] | None:
+    return orjson.loads(row.json) if row is not None and row.json is not None else None
 
 
 async def _store(ctx: HookContext) -> BlobStore:
@@ -43,7 +48,7 @@ class BinaryContent(TypeBehaviour):
         if content is None:
             return None
         if event.is_create:
-            check_accepts_deposits(ctx.identity, event.patient)
+            check_accepts_deposits(ctx.identity, _json(event.patient), event.now)
         if "data" in content:
             stored, info = await binary.ingest_inline(
                 await _store(ctx), ctx.settings, content, event.patient_id
@@ -119,7 +124,7 @@ class DocumentRules(TypeBehaviour):
         if content is None or event.system_write:
             return content
         if event.is_create:
-            check_accepts_deposits(ctx.identity, event.patient)
+            check_accepts_deposits(ctx.identity, _json(event.patient), event.now)
         rules.check_required(content, ctx.identity)
         rules.add_default_confidentiality(content)
         await rules.complete_attachments(ctx, await _store(ctx), content, event.patient_id)

@@ -34,11 +34,11 @@ from espace_api.auth.identity import Identity
 from espace_api.blobs import BlobStore, RangeNotSatisfiable, resolve_range
 from espace_api.documents import binary
 from espace_api.documents.content import check_allowed, checked_stream, media_type
-from espace_api.documents.patient_state import check_accepts_deposits
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import compartment_patient
 from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.values import split_reference
+from espace_api.lifecycle.state import check_accepts_deposits
 from espace_api.resources import service
 from espace_api.resources.results import Result
 
@@ -95,7 +95,8 @@ async def create_binary(request: Request, identity: Caller) -> Response:
     # Refuse before storing anything: write rules, unknown patient, closed space, size.
     policy.check_write(identity, BINARY_TYPE, patient_id, resource)
     async with context(request, identity) as ctx:
-        check_accepts_deposits(identity, await service.existing_patient(ctx, patient_id))
+        row = await service.existing_patient(ctx, patient_id)
+        check_accepts_deposits(identity, orjson.loads(row.json or "{}"), ctx.now)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.max_body_bytes:
         raise FhirError(

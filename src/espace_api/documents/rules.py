@@ -13,7 +13,7 @@
 - relatesTo `replaces`: the target (same patient) becomes `superseded` in the same transaction;
   replacing a document that is not `current` is 409 `DOCUMENT_NOT_CURRENT`.
 - A deposit into a closed space, or the space of a person who opposed it, is refused
-  (see `patient_state`).
+  (see `lifecycle.state`).
 """
 
 import base64

@@ -97,30 +97,45 @@ def _reference_identifier(param: SearchParam, value: Any) -> Iterator[tuple[str,
         yield system, code, None
 
 
+def _extension_values(content: dict[str, Any], urls: tuple[str, ...]) -> Iterator[Any]:
+    """The value[x] of nested extensions found by following `urls` from the root."""
+    nodes: list[Any] = [content]
+    for url in urls:
+        nodes = [e for n in nodes for e in n.get("extension") or [] if e.get("url") == url]
+    for node in nodes:
+        for key, value in node.items():
+            if key.startswith("value"):
+                yield value
+
+
+def _param_values(param: SearchParam, content: dict[str, Any]) -> Iterator[Any]:
+    if param.extension:
+        yield from _extension_values(content, param.extension)
+    for path in param.paths:
+        yield from walk(content, path)
+
+
 def extract_param(param: SearchParam, content: dict[str, Any], into: IndexRows) -> None:
     """Append the index values of one search parameter."""
-    for path in param.paths:
-        for value in walk(content, path):
-            if param.type == "token":
-                into.tokens.extend(
-                    (param.name, s, c, normalize_string(t) if t else t)  # for :text
-                    for s, c, t in _tokens(value)
-                )
-            elif param.type in ("string", "uri"):
-                into.strings.extend(
-                    (param.name, normalize_string(s), s) for s in _strings(value) if s
-                )
-            elif param.type == "date":
-                into.dates.extend((param.name, lo, hi) for lo, hi in _dates(value))
-            elif param.type == "reference":
-                refs = _references(value)
-                if param.targets:
-                    refs = ((t, i) for t, i in refs if t in param.targets)
-                into.references.extend((param.name, t, i) for t, i in refs)
-                into.tokens.extend(
-                    (f"{param.name}:identifier", s, c, None)
-                    for s, c, _ in _reference_identifier(param, value)
-                )
+    for value in _param_values(param, content):
+        if param.type == "token":
+            into.tokens.extend(
+                (param.name, s, c, normalize_string(t) if t else t)  # for :text
+                for s, c, t in _tokens(value)
+            )
+        elif param.type in ("string", "uri"):
+            into.strings.extend((param.name, normalize_string(s), s) for s in _strings(value) if s)
+        elif param.type == "date":
+            into.dates.extend((param.name, lo, hi) for lo, hi in _dates(value))
+        elif param.type == "reference":
+            refs = _references(value)
+            if param.targets:
+                refs = ((t, i) for t, i in refs if t in param.targets)
+            into.references.extend((param.name, t, i) for t, i in refs)
+            into.tokens.extend(
+                (f"{param.name}:identifier", s, c, None)
+                for s, c, _ in _reference_identifier(param, value)
+            )
 
 
 def extract(rtype: ResourceType, content: dict[str, Any]) -> IndexRows:

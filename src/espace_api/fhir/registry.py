@@ -37,6 +37,9 @@ class SearchParam:
     paths: tuple[str, ...]
     description: str = ""
     targets: tuple[str, ...] = ()  # for references: allowed target types (empty = any)
+    # An extension's value instead of `paths`: the chain of extension urls to follow from the
+    # resource's root, e.g. (SPACE_STATUS_URL, "status") -> extension[url].extension[url].value[x]
+    extension: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,19 @@ class ResourceType:
         return self.name == "Patient" or bool(self.compartment)
 
 
-def _p(name: str, type_: ParamType, *paths: str, targets: tuple[str, ...] = (), doc: str = ""):
-    return SearchParam(name, type_, tuple(paths), doc, targets)
+def _p(
+    name: str,
+    type_: ParamType,
+    *paths: str,
+    targets: tuple[str, ...] = (),
+    doc: str = "",
+    extension: tuple[str, ...] = (),
+) -> SearchParam:
+    return SearchParam(name, type_, tuple(paths), doc, targets, extension)
+
+
+# The Patient extension that shows the state of the person's space (lifecycle/state.py).
+SPACE_STATUS_URL = "https://espace-api.org/fhir/StructureDefinition/space-status"
 
 
 IDENTIFIER = _p("identifier", "token", "identifier", doc="Business identifier (system|value)")
@@ -88,6 +102,12 @@ REGISTRY: dict[str, ResourceType] = {
                 _p("birthdate", "date", "birthDate"),
                 _p("gender", "token", "gender"),
                 _p("active", "token", "active"),
+                _p(
+                    "space-status",
+                    "token",
+                    extension=(SPACE_STATUS_URL, "status"),
+                    doc="State of the person's space: notified, active, opposed, closed",
+                ),
             ),
             documentation="A person holding a health space, known by INS.",
         ),

@@ -112,13 +112,8 @@ def _settings_of(content: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-async def settings_extension(ctx: HookContext, patient_id: str | None) -> dict[str, Any]:
-    """The privacy-settings extension from the patient's rules in force (defaults if none)."""
-    kinds = (v.DEFAULT_MASKED, v.MASK_ALL, v.OPPOSE_BTG, v.OPPOSE_SAMU)
-    rules = (
-        await rules_repo.rules_in_force(ctx.conn, patient_id, kinds, ctx.now) if patient_id else []
-    )
-    present = {r.kind for r in rules}
+def settings_extension_of(present: set[str]) -> dict[str, Any]:
+    """The privacy-settings extension for the kinds of rules in force."""
     return {
         "url": SETTINGS_URL,
         "extension": [
@@ -131,6 +126,20 @@ async def settings_extension(ctx: HookContext, patient_id: str | None) -> dict[s
             {"url": "oppose-samu", "valueBoolean": v.OPPOSE_SAMU in present},
         ],
     }
+
+
+def default_settings_extension() -> dict[str, Any]:
+    """The privacy settings of a new space (no Consent yet): the national defaults."""
+    return settings_extension_of(set())
+
+
+async def settings_extension(ctx: HookContext, patient_id: str | None) -> dict[str, Any]:
+    """The privacy-settings extension from the patient's rules in force (defaults if none)."""
+    if patient_id is None:
+        return default_settings_extension()
+    kinds = (v.DEFAULT_MASKED, v.MASK_ALL, v.OPPOSE_BTG, v.OPPOSE_SAMU)
+    rules = await rules_repo.rules_in_force(ctx.conn, patient_id, kinds, ctx.now)
+    return settings_extension_of({r.kind for r in rules})
 
 
 class PrivacySettings(TypeBehaviour):

@@ -49,6 +49,11 @@ class HookContext(Protocol):
         """The public base URL."""
         ...
 
+    @property
+    def now(self) -> datetime:
+        """The request's moment (every access decision of the request uses it)."""
+        ...
+
     def policy(self, rtype: ResourceType, table: Table = ...) -> ColumnElement[bool]:
         """The caller's visibility predicate for `rtype` on `table`."""
         ...

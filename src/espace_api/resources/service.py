@@ -197,7 +197,8 @@ async def resolve_conditional_references(ctx: Context, content: dict[str, Any]) 
                 if ids
                 else FhirError.unprocessable(
                     f"Conditional reference '{ref['reference']}' matches nothing",
-                    "REFERENCE_NOT_FOUND",
+                    # a person who is not enrolled (unknown INS) has a code of their own
+                    "PATIENT_UNKNOWN" if target == "Patient" else "REFERENCE_NOT_FOUND",
                 )
             )
         ref["reference"] = f"{target}/{ids[0]}"

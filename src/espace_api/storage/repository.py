@@ -157,16 +157,12 @@ async def delete_indexes(conn: AsyncConnection, resource_type: str, id_: str) ->
         )
 
 
-async def insert_indexes(
-    conn: AsyncConnection,
-    resource_type: str,
-    id_: str,
-    patient_id: str | None,
-    index: IndexRows,
-) -> None:
-    """Insert a resource's index rows (one executemany batch per table)."""
+def index_batches(
+    resource_type: str, id_: str, patient_id: str | None, index: IndexRows
+) -> list[tuple[Table, list[dict[str, Any]]]]:
+    """A resource's index rows as (table, rows) pairs ready for executemany."""
     key = {"resource_type": resource_type, "resource_id": id_, "patient_id": patient_id}
-    batches: list[tuple[Table, list[dict[str, Any]]]] = [
+    return [
         (
             search_token,
             [{**key, "param": p, "system": s, "code": c, "text": t} for p, s, c, t in index.tokens],
@@ -181,7 +177,17 @@ async def insert_indexes(
             [{**key, "param": p, "target_type": t, "target_id": i} for p, t, i in index.references],
         ),
     ]
-    for table, rows in batches:
+
+
+async def insert_indexes(
+    conn: AsyncConnection,
+    resource_type: str,
+    id_: str,
+    patient_id: str | None,
+    index: IndexRows,
+) -> None:
+    """Insert a resource's index rows (one executemany batch per table)."""
+    for table, rows in index_batches(resource_type, id_, patient_id, index):
         if rows:  # executemany form: compiled once, sent as one batch
             await conn.execute(insert(table), rows)
 

@@ -1,0 +1,1 @@
+"""The patient space lifecycle: enrolment with opt-out, objection, closure, reopening, purge."""

@@ -1,0 +1,121 @@
+"""SQL of the patient spaces (lifecycle) and of purging a patient's data."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, delete, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from espace_api.db.schema import (
+    access_rules,
+    audit_events,
+    patient_spaces,
+    resource_versions,
+    resources,
+    search_date,
+    search_reference,
+    search_string,
+    search_token,
+)
+from espace_api.lifecycle.state import Space
+from espace_api.storage.blob_repository import blob_refs
+
+_COLUMNS = (
+    "notified_at",
+    "opposition_deadline",
+    "activated_at",
+    "opposed_at",
+    "closed_at",
+    "closure_reason",
+    "purge_after",
+)
+
+
+def _row(m: Any) -> Space:
+    return Space(m.state, **{c: getattr(m, c) for c in _COLUMNS})
+
+
+def values(space: Space, now: datetime) -> dict[str, Any]:
+    return {"state": space.state, **{c: getattr(space, c) for c in _COLUMNS}, "updated_at": now}
+
+
+async def get_space(
+    conn: AsyncConnection, patient_id: str, *, for_update: bool = False
+) -> Space | None:
+    stmt = select(patient_spaces).where(patient_spaces.c.patient_id == patient_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    m = (await conn.execute(stmt)).first()
+    return _row(m) if m else None
+
+
+async def save_space(conn: AsyncConnection, patient_id: str, space: Space, now: datetime) -> None:
+    """Insert or replace a patient's space row."""
+    row = values(space, now)
+    stmt = insert(patient_spaces).values(patient_id=patient_id, **row)
+    await conn.execute(stmt.on_conflict_do_update(index_elements=["patient_id"], set_=row))
+
+
+async def insert_spaces(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert (enrolment): rows with patient_id and `values()` columns."""
+    if rows:
+        await conn.execute(insert(patient_spaces), rows)
+
+
+async def due(conn: AsyncConnection, now: datetime, limit: int) -> tuple[list[str], list[str]]:
+    """(spaces whose opposition window ended, closed spaces past their purge date), locked
+    with SKIP LOCKED so concurrent jobs share the work without waiting."""
+    s = patient_spaces
+    expiring = (
+        select(s.c.patient_id)
+        .where(s.c.state == "notified", s.c.opposition_deadline <= now)
+        .order_by(s.c.opposition_deadline)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    purging = (
+        select(s.c.patient_id)
+        .where(s.c.state == "closed", s.c.purge_after <= now)
+        .order_by(s.c.purge_after)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        [m[0] for m in await conn.execute(expiring)],
+        [m[0] for m in await conn.execute(purging)],
+    )
+
+
+PATIENT_TABLES: tuple[Table, ...] = (
+    search_token,
+    search_string,
+    search_date,
+    search_reference,
+    access_rules,
+    blob_refs,
+)
+
+
+async def purge_content(conn: AsyncConnection, patient_id: str, *, keep_patient: bool) -> int:
+    """Delete a patient's data from every table (resources, versions, indexes, rules, content
+    links); with `keep_patient`, the Patient resource and the space stay. Returns how many
+    resources were deleted. Blobs left without references go with the sweeper."""
+    keep = resources.c.resource_type != "Patient" if keep_patient else None
+    for table in PATIENT_TABLES:
+        stmt = delete(table).where(table.c.patient_id == patient_id)
+        if keep_patient and "resource_type" in table.c:
+            stmt = stmt.where(table.c.resource_type != "Patient")
+        await conn.execute(stmt)
+    versions = delete(resource_versions).where(resource_versions.c.patient_id == patient_id)
+    current = delete(resources).where(resources.c.patient_id == patient_id)
+    if keep is not None:
+        versions = versions.where(resource_versions.c.resource_type != "Patient")
+        current = current.where(keep)
+    await conn.execute(versions)
+    count = (await conn.execute(current)).rowcount
+    if not keep_patient:
+        await conn.execute(delete(patient_spaces).where(patient_spaces.c.patient_id == patient_id))
+        await conn.execute(text("SET LOCAL espace.audit_purge = 'on'"))
+        await conn.execute(delete(audit_events).where(audit_events.c.patient_id == patient_id))
+    return int(count or 0)
