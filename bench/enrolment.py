@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 
-from espace_api.lifecycle.ins import INS_TEST_NIR, with_key
+from espace_api.fhir.ins import INS_TEST_NIR, with_key
 
 FAMILIES = ["Martin", "Bernard", "Petit", "Durand", "Moreau", "Laurent", "Garnier"]
 GIVEN = ["Alex", "Camille", "Sacha", "Noa", "Lou", "Eden"]

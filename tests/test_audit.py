@@ -62,7 +62,9 @@ async def test_one_search_audits_every_patient_it_shows(client, auth, app):
     a = (await create(client, ops, patient(family="Auditee")))["id"]
     b = (await create(client, ops, patient(family="Auditee")))["id"]
     counts = {p: len(await events(app, p)) for p in (a, b)}
-    r = await client.get("/Patient?family=Auditee", headers=await auth.user())
+    r = await client.get("/Patient?family=Auditee", headers=await auth.system("hospital-x"))
+    assert r.status_code == 403  # software never browses Patients
+    r = await client.get("/Patient?family=Auditee", headers=ops)
     assert {e["resource"]["id"] for e in r.json()["entry"]} >= {a, b}
     for p in (a, b):
         assert len(await events(app, p)) == counts[p] + 1

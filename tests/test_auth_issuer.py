@@ -310,7 +310,7 @@ async def test_verified_tokens_are_cached(app, auth, monkeypatch):
 
 
 async def test_public_routes_need_no_token(client):
-    for path in ("/metadata", "/healthz", "/readyz", "/openapi.json", "/docs"):
+    for path in ("/metadata", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
         r = await client.get(path, headers={"Accept": "*/*"})
         assert r.status_code == 200, (path, r.status_code)
 
@@ -322,7 +322,7 @@ def _concrete(path: str) -> str:
 async def test_every_other_route_requires_a_token(app, client):
     """Every operation in the OpenAPI spec, except the public ones, answers 401 without a
     token (and the same with a token that is not a JWT)."""
-    public = {"/metadata", "/healthz", "/readyz", "/auth/token"}
+    public = {"/metadata", "/healthz", "/readyz", "/metrics", "/auth/token"}
     checked = 0
     for path, operations in app.openapi()["paths"].items():
         if path in public or path.startswith("/.well-known/"):

@@ -201,7 +201,10 @@ async def test_professional_token(oidc_app, oclient, psc_key, shifted, people):
     identity = await oidc_app.state.authenticator.identity_for(token)
     assert identity.kind == "user" and identity.practitioner == "10101010101"
     assert identity.scopes.raw == ("user/*.rs",)
+    # accepted (not 401); without a care relationship the Patient is not theirs to see
     r = await oclient.get(f"/Patient/{people['a']}", headers=bearer(token))
+    assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome", r.text
+    r = await oclient.get("/Organization", headers=bearer(token))
     assert r.status_code == 200, r.text
 
 

@@ -260,7 +260,7 @@ async def test_missing_scope_checked_per_transaction_entry(client, auth, world):
 async def test_machine_may_find_patients_by_ins_only(client, auth, world):
     headers = await auth.system()
     r = await client.get("/Patient", params={"family": "Beta"}, headers=headers)
-    assert r.status_code == 403 and code_of(r) == "SEARCH_NOT_ALLOWED"
+    assert r.status_code == 403 and code_of(r) == "PATIENT_LOOKUP_ONLY"
 
 
 async def test_operator_endpoints_refuse_other_kinds(client, auth):

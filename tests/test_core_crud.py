@@ -1,8 +1,10 @@
 """create / read / vread / update / delete / history through HTTP."""
 
 import asyncio
+import uuid
 
-from tests.support.fhir import FHIR_JSON, create, document, patient
+from tests.support.auth import code_of
+from tests.support.fhir import FHIR_JSON, LOCAL_ID, create, document, patient, with_local_id
 
 
 async def test_create_read_roundtrip(client, auth):
@@ -95,8 +97,13 @@ async def test_conditional_create(client, auth):
     again = await client.post("/Patient", json=body, headers=cond)
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
-    await client.post("/Patient", json=body, headers={**ops, **FHIR_JSON})  # a duplicate
-    ambiguous = await client.post("/Patient", json=body, headers=cond)
+    duplicate = await client.post("/Patient", json=body, headers={**ops, **FHIR_JSON})
+    assert duplicate.status_code == 409 and code_of(duplicate) == "INS_CONFLICT"
+    local = uuid.uuid4().hex
+    for _ in range(2):  # two Patients sharing a local (non-INS) number
+        await create(client, ops, with_local_id(patient(), local))
+    cond = {**ops, **FHIR_JSON, "If-None-Exist": f"identifier={LOCAL_ID}|{local}"}
+    ambiguous = await client.post("/Patient", json=patient(), headers=cond)
     assert ambiguous.status_code == 412
 
 

@@ -13,7 +13,7 @@ from espace_api.fhir.errors import ERROR_SYSTEM
 from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.search import SPECIAL
 from espace_api.resources import service
-from tests.support.fhir import FHIR_JSON, create, patient
+from tests.support.fhir import FHIR_JSON, LOCAL_ID, create, patient, with_local_id
 
 
 async def row_counts(app) -> tuple[int, ...]:
@@ -256,16 +256,16 @@ async def test_concurrent_create_with_same_id_is_409(client, auth, app, monkeypa
 
 async def test_precondition_failed(client, auth, app):
     ops = await auth.operator()
-    p = await create(client, ops, patient())
-    ins = p["identifier"][0]
-    await create(client, ops, patient(ins=ins["value"]))  # a duplicate INS
+    local = uuid.uuid4().hex
+    p = await create(client, ops, with_local_id(patient(), local))
+    await create(client, ops, with_local_id(patient(), local))  # a shared local number
     before = await row_counts(app)
     r = await client.put(
         f"/Patient/{p['id']}", json=p, headers={**ops, **FHIR_JSON, "If-Match": 'W/"5"'}
     )
     issue = assert_outcome(r, 412, "VERSION_CONFLICT")
     assert issue["code"] == "conflict"
-    cond = {**ops, **FHIR_JSON, "If-None-Exist": f"identifier={ins['system']}|{ins['value']}"}
+    cond = {**ops, **FHIR_JSON, "If-None-Exist": f"identifier={LOCAL_ID}|{local}"}
     r = await client.post("/Patient", json=patient(), headers=cond)
     assert_outcome(r, 412, "AMBIGUOUS_MATCH")
     assert await row_counts(app) == before

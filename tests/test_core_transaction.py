@@ -5,7 +5,18 @@ import uuid
 from sqlalchemy import func, select, true
 
 from espace_api.db.schema import audit_events, resource_versions, resources
-from tests.support.fhir import FHIR_JSON, INS_TEST, create, document, ids, patient, search
+from tests.support.auth import code_of
+from tests.support.fhir import (
+    FHIR_JSON,
+    INS_TEST,
+    LOCAL_ID,
+    create,
+    document,
+    ids,
+    patient,
+    search,
+    with_local_id,
+)
 
 
 async def row_counts(app) -> tuple[int, int, int]:
@@ -127,7 +138,7 @@ async def test_transaction_failure_in_later_phase_rolls_back(client, auth, app):
     assert (await search(client, ops, "/Patient", identifier=f"{INS_TEST}|{ins}"))["total"] == 0
 
 
-async def test_transaction_conditional_create(client, auth):
+async def test_transaction_conditional_create(client, auth, app):
     ops = await auth.operator()
     ins = uuid.uuid4().hex[:15]
     existing = await create(client, ops, patient(ins=ins))
@@ -154,11 +165,21 @@ async def test_transaction_conditional_create(client, auth):
     pat_entry, doc_entry = r.json()["entry"]
     assert pat_entry["response"]["status"].startswith("201")
     assert doc_entry["resource"]["subject"]["reference"] == f"Patient/{pat_entry['resource']['id']}"
-    # ambiguous match: 412, nothing written
-    await create(client, ops, patient(ins=ins))
-    body = bundle("transaction", post(patient(ins=ins), urn(), ifNoneExist=f"identifier={ins}"))
+    # ambiguous match (two Patients share a local, non-INS number): 412, nothing written
+    local = uuid.uuid4().hex
+    for _ in range(2):
+        await create(client, ops, with_local_id(patient(), local))
+    before = await row_counts(app)
+    cond = f"identifier={LOCAL_ID}|{local}"
+    body = bundle("transaction", post(with_local_id(patient(), local), urn(), ifNoneExist=cond))
     r = await send(client, ops, body)
     assert r.status_code == 412
+    assert await row_counts(app) == before
+    # a second Patient with the same INS: 409, nothing written
+    body = bundle("transaction", post(patient(ins=ins), urn()))
+    r = await send(client, ops, body)
+    assert r.status_code == 409 and code_of(r) == "INS_CONFLICT"
+    assert await row_counts(app) == before
 
 
 async def test_transaction_update_and_delete_entries(client, auth):

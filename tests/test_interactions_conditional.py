@@ -1,10 +1,11 @@
 """Conditional update, conditional delete and conditional read through HTTP."""
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
-from tests.support.fhir import FHIR_JSON, INS_TEST, create, patient
+from tests.support.fhir import FHIR_JSON, INS_TEST, LOCAL_ID, create, patient, with_local_id
 
 
 def by_ins(body: dict) -> str:
@@ -46,10 +47,11 @@ async def test_conditional_update_creates_then_updates(client, auth):
 
 async def test_conditional_update_ambiguous_is_412(client, auth):
     ops = await auth.operator()
-    body = patient()
-    await create(client, ops, body)
-    await create(client, ops, body)  # same INS twice
-    r = await client.put(f"/Patient?{by_ins(body)}", json=body, headers={**ops, **FHIR_JSON})
+    local = uuid.uuid4().hex
+    await create(client, ops, with_local_id(patient(), local))
+    await create(client, ops, with_local_id(patient(), local))  # one local number, twice
+    query = f"identifier={LOCAL_ID}|{local}"
+    r = await client.put(f"/Patient?{query}", json=patient(), headers={**ops, **FHIR_JSON})
     assert r.status_code == 412
     assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "AMBIGUOUS_MATCH"
 
@@ -114,10 +116,10 @@ async def test_conditional_delete(client, auth):
 
 async def test_conditional_delete_ambiguous_is_412_and_deletes_nothing(client, auth):
     ops = await auth.operator()
-    body = patient()
-    a = await create(client, ops, body)
-    b = await create(client, ops, body)
-    r = await client.delete(f"/Patient?{by_ins(body)}", headers=ops)
+    local = uuid.uuid4().hex
+    a = await create(client, ops, with_local_id(patient(), local))
+    b = await create(client, ops, with_local_id(patient(), local))
+    r = await client.delete(f"/Patient?identifier={LOCAL_ID}|{local}", headers=ops)
     assert r.status_code == 412
     for p in (a, b):
         assert (await client.get(f"/Patient/{p['id']}", headers=ops)).status_code == 200

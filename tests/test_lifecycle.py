@@ -10,7 +10,7 @@ from fhir.resources.R4B.patient import Patient
 from sqlalchemy import func, select
 
 from espace_api.db.schema import audit_events, patient_spaces, resources
-from espace_api.lifecycle.ins import ins_problem, nir_key, with_key
+from espace_api.fhir.ins import ins_problem, nir_key, with_key
 from espace_api.lifecycle.service import run_due
 from tests.support.auth import code_of
 from tests.support.clock import shifted

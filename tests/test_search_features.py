@@ -3,6 +3,7 @@
 import uuid
 
 from espace_api.fhir.registry import REGISTRY
+from tests.support.auth import code_of
 from tests.support.fhir import (
     FHIR_JSON,
     INS_TEST,
@@ -10,6 +11,7 @@ from tests.support.fhir import (
     communication,
     create,
     document,
+    grant_care,
     ids,
     patient,
     search,
@@ -455,10 +457,17 @@ async def test_has_reverse_chain(client, auth):
     lgc = await auth.system(
         client_id="lgc-has", scopes="system/DocumentReference.crs system/Patient.s"
     )
-    query = {"identifier": f"{INS_TEST}|{ins}", "_has:DocumentReference:patient:type": code}
-    assert ids(await search(client, lgc, "/Patient", **query)) == []
-    await create(client, lgc, document(with_doc["id"], code=code))
-    assert ids(await search(client, lgc, "/Patient", **query)) == [with_doc["id"]]
+    query = {"_has:DocumentReference:patient:type": code}
+    assert ids(await search(client, ops, "/Patient", **query)) == [with_doc["id"]]
+    doctor = await auth.user("rpps-has", "user/*.rs user/Consent.cud")
+    assert ids(await search(client, doctor, "/Patient", **query)) == []  # no access: nothing
+    await grant_care(client, doctor, with_doc["id"], "has")
+    assert ids(await search(client, doctor, "/Patient", **query)) == [with_doc["id"]]
+    # software never uses _has on Patient, even beside an exact INS
+    r = await client.get(
+        "/Patient", params={"identifier": f"{INS_TEST}|{ins}", **query}, headers=lgc
+    )
+    assert r.status_code == 403 and code_of(r) == "PATIENT_LOOKUP_ONLY"
     for key in (
         "_has:Nope:subject:type",
         "_has:DocumentReference:status:type",

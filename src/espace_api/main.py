@@ -24,6 +24,7 @@ from espace_api.documents import routes as documents_routes
 from espace_api.documents import setup as documents_setup
 from espace_api.lifecycle import routes as lifecycle_routes
 from espace_api.lifecycle import setup as lifecycle_setup
+from espace_api.metrics import routes as metrics_routes
 from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
 from espace_api.resources.behaviour import Behaviours
@@ -107,5 +108,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(audit_routes.router)
     app.include_router(privacy_routes.router)
     app.include_router(lifecycle_routes.router)
+    app.include_router(metrics_routes.router)
     app.include_router(fhir_routes.router)
     return app

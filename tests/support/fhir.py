@@ -4,6 +4,8 @@ import uuid
 from typing import Any
 
 INS_TEST = "urn:oid:1.2.250.1.213.1.4.10"
+# A hospital's local patient number (IPP): not an INS, so several Patients may share one.
+LOCAL_ID = "urn:oid:1.2.250.1.71.4.2.7.999"
 LOINC = "http://loinc.org"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -175,3 +177,8 @@ async def grant_care(client: Any, headers: dict[str, str], patient_id: str, rpps
     """The professional (their token in `headers`) records a care relationship; its id."""
     body = privacy_consent(patient_id, "care-relationship", actors=[practitioner_ref(rpps)])
     return (await create(client, headers, body))["id"]
+
+
+def with_local_id(body: dict[str, Any], value: str) -> dict[str, Any]:
+    """`body` with an extra local (non-INS) identifier, which Patients may share."""
+    return {**body, "identifier": [*body["identifier"], {"system": LOCAL_ID, "value": value}]}

@@ -11,12 +11,14 @@ Who sees what (docs/privacy.md):
 - patient: their own compartment, except documents labelled INVISIBLE_PATIENT not yet
   released (and the content of those documents); directory types (no compartment) are public.
 - software acting for no professional (`system` token without `practitioner`): what it
-  created itself (it can deposit, never browse); Patient by exact identifier lookup only.
+  created itself (it can deposit, never browse); a Patient only through an exact INS lookup
+  (`identifier=system|value`, at most `MAX_LOOKUP` values), and then only its projection.
 - a professional (`user` token, or `system` acting for a named professional): nothing of a
   space that blocks them or their organisation; otherwise what they deposited, plus, while a
   care relationship or a break-the-glass access is active, the space's resources, except
   documents masked from professionals (MASQUE_PS, or all documents masked) and their content,
-  and the patient's own privacy choices (Consents other than their own).
+  and the patient's own privacy choices (Consents other than their own). A Patient it has
+  no access to only through an exact INS lookup, projected as for software.
 """
 
 from collections.abc import Iterator
@@ -24,17 +26,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, exists, false, not_, or_, true
+from sqlalchemy import ColumnElement, Table, and_, exists, false, not_, or_, true, tuple_
 
 from espace_api.access import actors
 from espace_api.access import vocabulary as v
 from espace_api.auth.identity import Identity, Interaction
 from espace_api.config import Settings as AppSettings
-from espace_api.db.schema import access_rules, resource_versions, resources, search_reference
+from espace_api.db.schema import (
+    access_rules,
+    patient_ins,
+    resource_versions,
+    resources,
+    search_reference,
+)
 from espace_api.db.schema import search_token as _search_token
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import references_in
+from espace_api.fhir.ins import INS_SYSTEMS
 from espace_api.fhir.registry import REGISTRY, ResourceType
+from espace_api.fhir.search import SearchRequest
 from espace_api.fhir.values import split_reference
 
 INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -48,6 +58,13 @@ _FIRST = resource_versions.alias("pol_first")
 _OWNER = resources.alias("pol_owner")
 _DOC = resources.alias("pol_doc")
 _DOC_REF = search_reference.alias("pol_doc_ref")
+_INS = patient_ins.alias("pol_ins")
+
+#: An exact INS lookup: the (system, value) pairs a Patient search names.
+Lookup = tuple[tuple[str, str], ...]
+MAX_LOOKUP = 10  # INS values in one lookup (a comma list), so that no query walks the table
+#: What a lookup may carry besides `identifier` (none of them widens what matches).
+LOOKUP_CONTROLS = frozenset({"_count", "_offset", "_summary", "_elements", "_total", "_format"})
 
 
 @dataclass(frozen=True)
@@ -170,15 +187,22 @@ def decide(
     table: Table,
     now: datetime,
     settings: Settings = Settings(),
+    lookup: Lookup | None = None,
 ) -> Rule:
-    """The access decision for rows of `rtype` in `table` (resources or resource_versions)."""
+    """The access decision for rows of `rtype` in `table` (resources or resource_versions);
+    `lookup`: the INS pairs of an exact Patient lookup being answered (see `patient_lookup`)."""
     if identity.kind == "operator":
         return ALLOW
     if identity.kind == "patient":
         return _patient(identity, rtype, table, now, settings)
-    if identity.kind == "system" and not identity.practitioner:
-        return _software(identity, rtype, table)
-    return _professional(identity, rtype, table, now)
+    if is_software(identity):
+        return _software(identity, rtype, table, lookup)
+    return _professional(identity, rtype, table, now, lookup)
+
+
+def is_software(identity: Identity) -> bool:
+    """A machine acting for no named professional: it deposits, never browses."""
+    return identity.kind == "system" and not identity.practitioner
 
 
 def _patient(
@@ -209,10 +233,11 @@ def _patient(
     return own
 
 
-def _software(identity: Identity, rtype: ResourceType, table: Table) -> Rule:
-    lookup = _patient_lookup(rtype)
-    if lookup is not None:
-        return lookup
+def _software(identity: Identity, rtype: ResourceType, table: Table, lookup: Lookup | None) -> Rule:
+    if rtype.name == "Patient":
+        return _patient_lookup(table, lookup) or Rule(
+            "no-browse", "software finds a Patient by exact INS lookup only", false()
+        )
     return Rule(
         "author",
         "software sees what it deposited, and nothing else",
@@ -220,7 +245,9 @@ def _software(identity: Identity, rtype: ResourceType, table: Table) -> Rule:
     )
 
 
-def _professional(identity: Identity, rtype: ResourceType, table: Table, now: datetime) -> Rule:
+def _professional(
+    identity: Identity, rtype: ResourceType, table: Table, now: datetime, lookup: Lookup | None
+) -> Rule:
     if not rtype.in_patient_compartment:
         return DIRECTORY
     c = table.c
@@ -249,7 +276,7 @@ def _professional(identity: Identity, rtype: ResourceType, table: Table, now: da
     access = Rule("access", "the professional has access to this space", any_of=(care, btg))
     shared = _shared(rtype, table, now)
     through = Rule("shared", "shared with this professional", all_of=(access, shared))
-    ways = (author, through, *filter(None, [_patient_lookup(rtype)]))
+    ways = (author, through, *filter(None, [_patient_lookup(table, lookup)]))
     return Rule(
         "professional",
         "a professional sees what they deposited, or what the space shares with them",
@@ -286,12 +313,88 @@ def _shared(rtype: ResourceType, table: Table, now: datetime) -> Rule:
     return Rule("space", "the space's other resources", true())
 
 
-def _patient_lookup(rtype: ResourceType) -> Rule | None:
-    """Finding a Patient by identifier (to deposit, or to record a care relationship) is open
-    to professionals and software without access to the space."""
-    if rtype.name != "Patient":
+def _patient_lookup(table: Table, lookup: Lookup | None) -> Rule | None:
+    """A Patient named by the exact INS lookup being answered (its projection only)."""
+    if not lookup:
         return None
-    return Rule("patient-lookup", "a Patient may be looked up by identifier", true())
+    i = _INS
+    return Rule(
+        "patient-lookup",
+        "the Patient carries an INS the caller named exactly (identifier=system|value)",
+        exists().where(i.c.patient_id == table.c.id, tuple_(i.c.system, i.c.value).in_(lookup)),
+    )
+
+
+def patient_lookup(identity: Identity, req: SearchRequest) -> Lookup | None:
+    """The INS pairs when `req` is an exact Patient lookup (None otherwise). Software may
+    search Patient in no other way: 403 `PATIENT_LOOKUP_ONLY`."""
+    if req.rtype.name != "Patient" or identity.kind in ("operator", "patient"):
+        return None
+    pairs, problem = _exact_lookup(req)
+    if problem and is_software(identity):
+        raise FhirError.forbidden(
+            f"Software may search Patient only by exact INS: {problem}", "PATIENT_LOOKUP_ONLY"
+        )
+    return pairs
+
+
+def _exact_lookup(req: SearchRequest) -> tuple[Lookup | None, str | None]:
+    """(pairs, None) for `identifier=system|value[,...]` and nothing that widens what it
+    matches; else (None, why not). `_include`/`_revinclude` are allowed: what they add goes
+    through the policy like any read."""
+    wanted = "one identifier=system|value parameter (an INS system), no modifier, chain or _has"
+    if len(req.criteria) != 1 or req.sort:
+        return None, wanted + ", no _sort"
+    c = req.criteria[0]
+    if c.param.name != "identifier" or c.modifier or c.chain or c.has_type or c.target_type:
+        return None, wanted
+    pairs = _ins_values(c.values)
+    if pairs is None:
+        return None, wanted
+    if len(pairs) > MAX_LOOKUP:
+        return None, f"at most {MAX_LOOKUP} INS values in one lookup"
+    extra = {k.partition(":")[0] for k, _ in req.used if k != "identifier"}
+    extra -= LOOKUP_CONTROLS | {"_include", "_revinclude"}
+    if extra:
+        return None, f"parameters not allowed in a lookup: {', '.join(sorted(extra))}"
+    return pairs, None
+
+
+def _ins_values(values: tuple[str, ...]) -> Lookup | None:
+    """The (system, value) pairs when every value is `INS-system|value`, else None."""
+    pairs = []
+    for value in values:
+        system, sep, code = value.partition("|")
+        if not sep or system not in INS_SYSTEMS or not code:
+            return None
+        pairs.append((system, code))
+    return tuple(pairs)
+
+
+def chain_lookup(req: SearchRequest) -> Lookup | None:
+    """INS pairs named by chains to Patient (`patient.identifier=system|value`): the chained
+    Patients are looked up, so software finds its own documents by INS (IHE MHD ITI-67)."""
+    pairs: list[tuple[str, str]] = []
+    for c in req.criteria:
+        link = c.chain
+        if link is None or c.chain_type is None or c.chain_type.name != "Patient":
+            continue
+        if link.param.name != "identifier" or link.modifier or link.chain or link.has_type:
+            continue
+        found = _ins_values(link.values)
+        if found and len(found) <= MAX_LOOKUP:
+            pairs += found
+    return tuple(pairs) or None
+
+
+def space_open_to(identity: Identity, table: Table, now: datetime) -> ColumnElement[bool]:
+    """Patients (rows of `table`) whose space this caller may write into: every space but
+    one that blocks this professional or their organisation (the write rules of each type
+    decide the rest)."""
+    if identity.kind in ("operator", "patient") or is_software(identity):
+        return true()
+    keys = actors.identity_keys(identity)
+    return not_(_rule_exists(table.c.patient_id, (v.BLOCK,), keys, now))
 
 
 def visible(
@@ -300,10 +403,11 @@ def visible(
     table: Table,
     now: datetime,
     settings: Settings = Settings(),
+    lookup: Lookup | None = None,
 ) -> ColumnElement[bool]:
     """SQL predicate: rows of `rtype` in `table` (resources or resource_versions) this
-    identity may see at `now`."""
-    return decide(identity, rtype, table, now, settings).compile()
+    identity may see at `now` (answering the exact Patient `lookup`, if any)."""
+    return decide(identity, rtype, table, now, settings, lookup).compile()
 
 
 def require_scope(identity: Identity, rtype: ResourceType, interaction: Interaction) -> None:
@@ -337,14 +441,6 @@ def visible_any(
             for rt in allowed
         )
     )
-
-
-def check_system_patient_search(identity: Identity, rtype: ResourceType, names: set[str]) -> None:
-    """A machine may look a Patient up by identifier only, never browse."""
-    if identity.kind == "system" and rtype.name == "Patient" and "identifier" not in names:
-        raise FhirError.forbidden(
-            "Machine clients may search Patient by identifier only", "SEARCH_NOT_ALLOWED"
-        )
 
 
 def check_write(

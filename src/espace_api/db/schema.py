@@ -164,3 +164,15 @@ patient_spaces = Table(
     Index("ix_patient_spaces_due", "state", "opposition_deadline"),
     Index("ix_patient_spaces_purge", "purge_after"),
 )
+
+# The INS is the identity key of the vault: one Patient per INS (system, value), enforced
+# here (issue 21). Keyed by the INS, not the patient: a lookup is one primary-key probe, and
+# on a sharded cluster this table is distributed by INS (or kept as a reference table).
+patient_ins = Table(
+    "patient_ins",
+    metadata,
+    Column("system", Text, primary_key=True),
+    Column("value", Text, primary_key=True),
+    Column("patient_id", Text, nullable=False),
+    Index("ix_patient_ins_patient", "patient_id"),
+)

@@ -27,14 +27,14 @@ from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
 from espace_api.config import Settings
 from espace_api.fhir import indexing
+from espace_api.fhir.ins import INS_SYSTEMS, ins_problem
 from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.values import format_instant
 from espace_api.lifecycle import state
 from espace_api.lifecycle.behaviour import enrolled_space
-from espace_api.lifecycle.ins import INS_SYSTEMS, ins_problem
 from espace_api.privacy.behaviour import default_settings_extension
 from espace_api.resources.results import meta_for
-from espace_api.storage import audit_repository, repository
+from espace_api.storage import audit_repository, ins_repository, repository
 from espace_api.storage import enrolment_repository as repo
 from espace_api.storage import space_repository as spaces
 
@@ -195,10 +195,10 @@ async def _batch(
             valid.append(parsed)
     async with engine.begin() as conn:
         await repo.lock(conn)
-        existing = await repo.existing_ins(conn, [line.ins for line in valid])
+        existing = await ins_repository.owners(conn, [line.ins for line in valid])
         seen: set[tuple[str, str]] = set()
         now = clock.now()
-        current, versions, audits, space_rows = [], [], [], []
+        current, versions, audits, space_rows, ins_rows = [], [], [], [], []
         index: dict[Table, list[dict[str, Any]]] = {}
         for line in valid:
             if line.ins in existing:
@@ -237,11 +237,13 @@ async def _batch(
             versions.append({**row, "method": "POST"})
             _index_rows(index, id_, content)
             space_rows.append({"patient_id": id_, **spaces.values(space, now)})
+            ins_rows.append({"system": line.ins[0], "value": line.ins[1], "patient_id": id_})
             audits += _audit_rows(clock, identity, id_, now)
             reports[line.number] = Report(line.number, "created", id=id_)
         if current:
             await repo.insert_batch(conn, current, versions, index)
             await spaces.insert_spaces(conn, space_rows)
+            await ins_repository.insert_many(conn, ins_rows)
             await audit_repository.insert_events(conn, audits)
     return [reports[n] for n, _ in raw]
 

@@ -16,7 +16,8 @@ from sqlalchemy import ColumnElement, Table, false
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.access import policy
-from espace_api.audit import recorder
+from espace_api.access.projection import project_patient
+from espace_api.audit import lookups, recorder
 from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
 from espace_api.config import Settings
@@ -55,8 +56,10 @@ class Context:
     def policy_settings(self) -> policy.Settings:
         return policy.settings_from(self.settings)
 
-    def policy(self, rtype: ResourceType, table: Table = resources) -> ColumnElement[bool]:
-        return policy.visible(self.identity, rtype, table, self.now, self.policy_settings)
+    def policy(
+        self, rtype: ResourceType, table: Table = resources, lookup: policy.Lookup | None = None
+    ) -> ColumnElement[bool]:
+        return policy.visible(self.identity, rtype, table, self.now, self.policy_settings, lookup)
 
     @property
     def base(self) -> str:
@@ -167,10 +170,12 @@ async def _prepare(
 
 
 async def existing_patient(ctx: Context, patient_id: str) -> StoredRow:
-    """The current row of a Patient the caller may see; 422 when there is none."""
-    patient = await repository.get_current(
-        ctx.conn, "Patient", patient_id, ctx.policy(REGISTRY["Patient"])
-    )
+    """The current row of the Patient a write goes into; 422 when there is none. Whether the
+    caller may write into that space is the write rules' question (`check_write`, the type
+    behaviours), not whether it may read the Patient: a vendor deposits into spaces it cannot
+    browse."""
+    open_to = policy.space_open_to(ctx.identity, resources, ctx.now)
+    patient = await repository.get_current(ctx.conn, "Patient", patient_id, open_to)
     if patient is None or patient.deleted:
         raise FhirError.unprocessable(f"Patient/{patient_id} does not exist", "REFERENCE_NOT_FOUND")
     return patient
@@ -211,7 +216,8 @@ async def match_ids(ctx: Context, rtype: ResourceType, query: str, limit: int) -
     if not req.criteria:
         raise FhirError.bad_request("A conditional interaction needs search criteria")
     req.count, req.sort = limit, []
-    page, _ = search_sql.search_statements(req, lambda t: ctx.policy(rtype, t))
+    lookup = policy.patient_lookup(ctx.identity, req)
+    page, _ = search_sql.search_statements(req, lambda t: ctx.policy(rtype, t, lookup))
     return await repository.find_ids(ctx.conn, page)
 
 
@@ -385,7 +391,6 @@ async def search(
         default_count=ctx.settings.default_page_size,
         max_count=ctx.settings.max_page_size,
     )
-    policy.check_system_patient_search(ctx.identity, rtype, {c.param.name for c in req.criteria})
     return await run_search(ctx, req)
 
 
@@ -420,11 +425,24 @@ async def _included(ctx: Context, req: SearchRequest, rows: list[Any]) -> list[A
     return out
 
 
+async def _projected(ctx: Context, rows: list[Any]) -> set[str]:
+    """Patients of a lookup's answer that the caller sees only as a projection (no access)."""
+    ids = [id_ for id_, _, _ in rows]
+    if not ids or policy.is_software(ctx.identity):
+        return set(ids)
+    full = await repository.visible_ids(ctx.conn, "Patient", ids, ctx.policy(REGISTRY["Patient"]))
+    return set(ids) - set(full)
+
+
 async def run_search(ctx: Context, req: SearchRequest) -> Result:
     """Execute a parsed search and render the searchset Bundle."""
     rtype = req.rtype
+    lookup = policy.patient_lookup(ctx.identity, req)
+    chained = policy.chain_lookup(req)
     page, count_stmt = search_sql.search_statements(
-        req, lambda t: ctx.policy(rtype, t), lambda rt, t: ctx.policy(rt, t)
+        req,
+        lambda t: ctx.policy(rtype, t, lookup),
+        lambda rt, t: ctx.policy(rt, t, chained if rt.name == "Patient" else None),
     )
     summary_count = req.summary == "count"
     counted: list[str | None] = []
@@ -447,11 +465,15 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
         resource_type=rtype.name,
         patient_ids=patients,
         query="&".join(f"{k}={v}" for k, v in req.used),
+        detail="patient-lookup" if lookup else None,
     )
+    if lookup:
+        lookups.observe(ctx.identity, len(rows) if not summary_count else total or 0)
+    projected = await _projected(ctx, rows) if lookup else set()
     subsetted = search_mod.subsetting(req)
     entries = []
     for id_, json, _ in rows:
-        json = ctx.render(rtype, json)
+        json = project_patient(json) if id_ in projected else ctx.render(rtype, json)
         entries.append(
             bundles.Entry(
                 f"{ctx.base}/{rtype.name}/{id_}",

@@ -1,36 +1,16 @@
-"""SQL of bulk enrolment: which INS exist already, and the batched inserts."""
+"""SQL of bulk enrolment: its lock and the batched inserts (INS owners: ins_repository)."""
 
 from typing import Any
 
-from sqlalchemy import Table, and_, func, insert, select, tuple_
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from espace_api.db.schema import resource_versions, resources, search_token
+from espace_api.db.schema import resource_versions, resources
 
 
 async def lock(conn: AsyncConnection) -> None:
     """Serialise enrolment batches (two files naming the same person never race)."""
     await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("enrolment", 0))))
-
-
-async def existing_ins(
-    conn: AsyncConnection, pairs: list[tuple[str, str]]
-) -> dict[tuple[str, str], str]:
-    """(system, value) -> Patient id, for the INS already enrolled."""
-    if not pairs:
-        return {}
-    t, r = search_token, resources
-    stmt = (
-        select(t.c.system, t.c.code, t.c.resource_id)
-        .join(r, and_(r.c.resource_type == "Patient", r.c.id == t.c.resource_id))
-        .where(
-            t.c.resource_type == "Patient",
-            t.c.param == "identifier",
-            tuple_(t.c.system, t.c.code).in_(pairs),
-            r.c.deleted.is_(False),
-        )
-    )
-    return {(m[0], m[1]): m[2] for m in await conn.execute(stmt)}
 
 
 async def insert_batch(

@@ -263,3 +263,12 @@ async def patients_of(conn: AsyncConnection, page: Select, limit: int) -> list[s
 async def find_ids(conn: AsyncConnection, page: Select) -> list[str]:
     """Ids matched by a compiled search (conditional interactions)."""
     return [m[0] for m in await conn.execute(page)]
+
+
+async def visible_ids(
+    conn: AsyncConnection, resource_type: str, ids: list[str], policy: ColumnElement[bool]
+) -> list[str]:
+    """Those of `ids` whose current row the policy lets the caller see."""
+    r = resources
+    stmt = select(r.c.id).where(r.c.resource_type == resource_type, r.c.id.in_(ids), policy)
+    return [m[0] for m in await conn.execute(stmt)]

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from espace_api.db.schema import (
     access_rules,
     audit_events,
+    patient_ins,
     patient_spaces,
     resource_versions,
     resources,
@@ -116,6 +117,7 @@ async def purge_content(conn: AsyncConnection, patient_id: str, *, keep_patient:
     count = (await conn.execute(current)).rowcount
     if not keep_patient:
         await conn.execute(delete(patient_spaces).where(patient_spaces.c.patient_id == patient_id))
+        await conn.execute(delete(patient_ins).where(patient_ins.c.patient_id == patient_id))
         await conn.execute(text("SET LOCAL espace.audit_purge = 'on'"))
         await conn.execute(delete(audit_events).where(audit_events.c.patient_id == patient_id))
     return int(count or 0)

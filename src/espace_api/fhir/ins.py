@@ -38,3 +38,12 @@ def ins_problem(value: str) -> str | None:
 def with_key(nir13: str) -> str:
     """A 13-character NIR with its key appended (for synthetic test identities)."""
     return f"{nir13}{nir_key(nir13):02d}"
+
+
+def ins_pairs(patient: dict) -> set[tuple[str, str]]:
+    """The (system, value) INS identifiers of a Patient's JSON."""
+    return {
+        (i["system"], i["value"])
+        for i in patient.get("identifier") or []
+        if isinstance(i, dict) and i.get("system") in INS_SYSTEMS and i.get("value")
+    }

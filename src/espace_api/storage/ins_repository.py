@@ -1,0 +1,42 @@
+"""SQL of the INS register (`patient_ins`): one Patient per INS."""
+
+from collections.abc import Iterable
+
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from espace_api.db.schema import patient_ins
+
+Pair = tuple[str, str]
+
+
+async def owners(conn: AsyncConnection, pairs: Iterable[Pair]) -> dict[Pair, str]:
+    """(system, value) -> Patient id, for the pairs already registered."""
+    wanted = list(pairs)
+    if not wanted:
+        return {}
+    t = patient_ins
+    stmt = select(t.c.system, t.c.value, t.c.patient_id).where(
+        tuple_(t.c.system, t.c.value).in_(wanted)
+    )
+    return {(m[0], m[1]): m[2] for m in await conn.execute(stmt)}
+
+
+async def replace(conn: AsyncConnection, patient_id: str, pairs: set[Pair]) -> list[Pair]:
+    """Make `pairs` the Patient's INS; the pairs another Patient holds (nothing inserted for
+    them: the caller refuses the write, which rolls the transaction back)."""
+    t = patient_ins
+    await conn.execute(delete(t).where(t.c.patient_id == patient_id))
+    if not pairs:
+        return []
+    rows = [{"system": s, "value": v, "patient_id": patient_id} for s, v in sorted(pairs)]
+    stmt = insert(t).values(rows).on_conflict_do_nothing().returning(t.c.system, t.c.value)
+    taken = {(m[0], m[1]) for m in await conn.execute(stmt)}
+    return sorted(pairs - taken)
+
+
+async def insert_many(conn: AsyncConnection, rows: list[dict[str, str]]) -> None:
+    """Bulk registration (enrolment, under its lock, after checking `owners`)."""
+    if rows:
+        await conn.execute(insert(patient_ins), rows)
