@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format openapi bench docker token sweep clean
+.PHONY: install run test lint format openapi bench fuzz docker token sweep clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ run: install ## migrate and serve on http://127.0.0.1:8000 (embedded Postgres wi
 
 test: install lint compat/js/node_modules/.installed ## full suite against a real Postgres (DATABASE_URL or embedded)
 	$(BIN)/pytest
+
+fuzz: install ## the hostile-query property suite, long run (5,000 examples; make test runs 120)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_no_query_widens_access.py
 
 lint: install
 	$(BIN)/ruff check .

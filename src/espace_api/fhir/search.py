@@ -129,6 +129,8 @@ def _criterion(rtype: ResourceType, key: str, raw: str) -> Criterion | None:
         if inner is None or inner.chain is not None:
             raise FhirError.bad_request(f"Unknown chained parameter '{key}'", "INVALID_SEARCH")
         return Criterion(param, values, None, chain_rtype.name, inner, chain_rtype)
+    if modifier == "missing" and values not in (("true",), ("false",)):
+        raise FhirError.bad_request(f"'{key}' takes true or false", "INVALID_SEARCH")
     if param.type == "date" and modifier != "missing":
         for value in values:
             _check_date(key, value)

@@ -2,13 +2,18 @@
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import patient_ins
 
 Pair = tuple[str, str]
+_OWNERS = text(
+    "SELECT p.system, p.value, p.patient_id"
+    " FROM unnest(CAST(:systems AS text[]), CAST(:values AS text[])) AS w(system, value)"
+    " JOIN patient_ins p ON p.system = w.system AND p.value = w.value"
+)
 
 
 async def owners(conn: AsyncConnection, pairs: Iterable[Pair]) -> dict[Pair, str]:
@@ -16,11 +21,11 @@ async def owners(conn: AsyncConnection, pairs: Iterable[Pair]) -> dict[Pair, str
     wanted = list(pairs)
     if not wanted:
         return {}
-    t = patient_ins
-    stmt = select(t.c.system, t.c.value, t.c.patient_id).where(
-        tuple_(t.c.system, t.c.value).in_(wanted)
-    )
-    return {(m[0], m[1]): m[2] for m in await conn.execute(stmt)}
+    # One index probe per pair (a join on unnest): an IN list of row values would be planned
+    # as a bitmap OR, about a second for a batch of 1,000.
+    systems, values = [s for s, _ in wanted], [v for _, v in wanted]
+    rows = await conn.execute(_OWNERS, {"systems": systems, "values": values})
+    return {(m[0], m[1]): m[2] for m in rows}
 
 
 async def replace(conn: AsyncConnection, patient_id: str, pairs: set[Pair]) -> list[Pair]:

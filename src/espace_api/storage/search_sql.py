@@ -18,6 +18,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
 )
 
 from espace_api.db.schema import (
@@ -184,6 +185,8 @@ def criterion_clause(
     name = crit.param.name
     if crit.has_type is not None:
         return _has_clause(r, crit, type_policy)
+    if name in ("_id", "_lastUpdated") and crit.modifier == "missing":
+        return false() if crit.values[0] == "true" else true()  # every resource has both
     if name == "_id":
         return r.c.id.in_(crit.values) if crit.modifier != "not" else r.c.id.notin_(crit.values)
     if name == "_lastUpdated":
