@@ -21,6 +21,8 @@ import orjson
 from sqlalchemy.engine import make_url
 
 from bench import db
+from espace_api.access.actors import practitioner_key
+from espace_api.access.vocabulary import CARE_RELATIONSHIP
 from espace_api.fhir.indexing import IndexRows, compartment_patient, extract
 from espace_api.fhir.registry import REGISTRY
 
@@ -177,6 +179,7 @@ async def load(url: str, patients: int, documents: int) -> None:
     )
     if loaded >= documents:
         print(f"already loaded: {loaded} DocumentReferences")
+        await grant_professional(conn)
         await conn.close()
         return
     random.seed(42)
@@ -200,11 +203,27 @@ async def load(url: str, patients: int, documents: int) -> None:
                 rate = (i + 1) / (time.perf_counter() - start)
                 print(f"  {i + 1} documents ({rate:.0f}/s)", flush=True)
     await batch.copy(conn)
+    await grant_professional(conn)
     await conn.execute("ANALYZE")
     await conn.close()
     print(
         f"loaded {patients} patients and {documents} documents in "
         f"{time.perf_counter() - start:.0f} s"
+    )
+
+
+PROFESSIONAL = "rpps-10001"  # bench.tokens.professional()
+
+
+async def grant_professional(conn: asyncpg.Connection) -> None:
+    """The bench professional (tokens.professional) has a care relationship with every
+    patient, as the access policy requires since issue 8 (idempotent)."""
+    await conn.execute(
+        "INSERT INTO access_rules (patient_id, consent_id, kind, actor)"
+        " SELECT id, 'bench-care', $1, $2 FROM resources WHERE resource_type = 'Patient'"
+        " ON CONFLICT DO NOTHING",
+        CARE_RELATIONSHIP,
+        practitioner_key(PROFESSIONAL),
     )
 
 

@@ -34,8 +34,8 @@ from espace_api.lifecycle import state
 from espace_api.lifecycle.behaviour import enrolled_space
 from espace_api.privacy.behaviour import default_settings_extension
 from espace_api.resources.results import meta_for
-from espace_api.storage import audit_repository, ins_repository, repository
 from espace_api.storage import enrolment_repository as repo
+from espace_api.storage import ins_repository, repository
 from espace_api.storage import space_repository as spaces
 
 PATIENT = REGISTRY["Patient"]
@@ -241,10 +241,7 @@ async def _batch(
             audits += _audit_rows(clock, identity, id_, now)
             reports[line.number] = Report(line.number, "created", id=id_)
         if current:
-            await repo.insert_batch(conn, current, versions, index)
-            await spaces.insert_spaces(conn, space_rows)
-            await ins_repository.insert_many(conn, ins_rows)
-            await audit_repository.insert_events(conn, audits)
+            await repo.insert_batch(conn, current, versions, index, space_rows, ins_rows, audits)
     return [reports[n] for n, _ in raw]
 
 

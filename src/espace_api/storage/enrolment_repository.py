@@ -1,11 +1,23 @@
-"""SQL of bulk enrolment: its lock and the batched inserts (INS owners: ins_repository)."""
+"""SQL of bulk enrolment: its lock and the batched inserts (INS owners: ins_repository).
+
+The inserts use COPY (asyncpg's binary `copy_records_to_table`) on the transaction's own
+connection: for 1,000 Patients a batch writes about 14,000 rows, and building that many
+executemany parameter sets through SQLAlchemy cost more than the database's work."""
 
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select
+import orjson
+from sqlalchemy import Table, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from espace_api.db.schema import resource_versions, resources
+from espace_api.db.schema import (
+    audit_events,
+    patient_ins,
+    patient_spaces,
+    resource_versions,
+    resources,
+)
 
 
 async def lock(conn: AsyncConnection) -> None:
@@ -13,15 +25,38 @@ async def lock(conn: AsyncConnection) -> None:
     await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("enrolment", 0))))
 
 
+async def copy_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """COPY `rows` (dicts with the same keys) into `table` inside the open transaction."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    json = [isinstance(table.c[c].type, JSONB) for c in columns]
+    records = [
+        tuple(
+            orjson.dumps(row[c]).decode() if is_json and row[c] is not None else row[c]
+            for c, is_json in zip(columns, json, strict=True)
+        )
+        for row in rows
+    ]
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await driver.copy_records_to_table(table.name, records=records, columns=columns)
+
+
 async def insert_batch(
     conn: AsyncConnection,
     current: list[dict[str, Any]],
     versions: list[dict[str, Any]],
     index: dict[Table, list[dict[str, Any]]],
+    spaces: list[dict[str, Any]],
+    ins: list[dict[str, Any]],
+    audits: list[dict[str, Any]],
 ) -> None:
-    """One executemany per table."""
-    await conn.execute(insert(resources), current)
-    await conn.execute(insert(resource_versions), versions)
+    """Every row of one batch, one COPY per table."""
+    await copy_rows(conn, resources, current)
+    await copy_rows(conn, resource_versions, versions)
     for table, rows in index.items():
-        if rows:
-            await conn.execute(insert(table), rows)
+        await copy_rows(conn, table, rows)
+    await copy_rows(conn, patient_spaces, spaces)
+    await copy_rows(conn, patient_ins, ins)
+    await copy_rows(conn, audit_events, audits)

@@ -39,9 +39,3 @@ async def replace(conn: AsyncConnection, patient_id: str, pairs: set[Pair]) -> l
     stmt = insert(t).values(rows).on_conflict_do_nothing().returning(t.c.system, t.c.value)
     taken = {(m[0], m[1]) for m in await conn.execute(stmt)}
     return sorted(pairs - taken)
-
-
-async def insert_many(conn: AsyncConnection, rows: list[dict[str, str]]) -> None:
-    """Bulk registration (enrolment, under its lock, after checking `owners`)."""
-    if rows:
-        await conn.execute(insert(patient_ins), rows)

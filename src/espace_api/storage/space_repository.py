@@ -58,12 +58,6 @@ async def save_space(conn: AsyncConnection, patient_id: str, space: Space, now: 
     await conn.execute(stmt.on_conflict_do_update(index_elements=["patient_id"], set_=row))
 
 
-async def insert_spaces(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert (enrolment): rows with patient_id and `values()` columns."""
-    if rows:
-        await conn.execute(insert(patient_spaces), rows)
-
-
 async def due(conn: AsyncConnection, now: datetime, limit: int) -> tuple[list[str], list[str]]:
     """(spaces whose opposition window ended, closed spaces past their purge date), locked
     with SKIP LOCKED so concurrent jobs share the work without waiting."""
