@@ -217,13 +217,19 @@ PROFESSIONAL = "rpps-10001"  # bench.tokens.professional()
 
 async def grant_professional(conn: asyncpg.Connection) -> None:
     """The bench professional (tokens.professional) has a care relationship with every
-    patient, as the access policy requires since issue 8 (idempotent)."""
+    patient, as the access policy requires since issue 8; every INS is registered
+    (idempotent)."""
     await conn.execute(
         "INSERT INTO access_rules (patient_id, consent_id, kind, actor)"
         " SELECT id, 'bench-care', $1, $2 FROM resources WHERE resource_type = 'Patient'"
         " ON CONFLICT DO NOTHING",
         CARE_RELATIONSHIP,
         practitioner_key(PROFESSIONAL),
+    )
+    await conn.execute(  # the INS register (issue 21), as enrolment fills it
+        "INSERT INTO patient_ins (system, value, patient_id)"
+        " SELECT system, code, resource_id FROM search_token"
+        " WHERE resource_type = 'Patient' AND param = 'identifier' ON CONFLICT DO NOTHING"
     )
 
 
