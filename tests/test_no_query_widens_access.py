@@ -81,7 +81,7 @@ class Seed:
     slots: dict[str, str] = field(default_factory=dict)  # $NAME placeholders of @example
 
 
-IDENTITIES = ("patient", "vendor1", "vendor2", "professional")
+IDENTITIES = ("patient", "vendor1", "vendor2", "professional", "pro_software")
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,9 @@ async def seed(client: Any, auth: Any, app: Any) -> Seed:
     v2 = await auth.system(f"hq-v2-{tag}", VENDOR_SCOPES)
     me = await auth.patient(p1)
     doctor = await auth.user(f"rpps-hq-{tag}", PRO_SCOPES)
+    # the doctor's practice software, naming the doctor: a professional's view, a machine's
+    # search rules
+    pro_software = await auth.system(f"hq-ps-{tag}", "system/*.rs", practitioner=f"rpps-hq-{tag}")
     for pid in (p1, p2):
         await create(client, v1, document(pid, code="11488-4"))
     for pid in (p2, p3):
@@ -114,7 +117,13 @@ async def seed(client: Any, auth: Any, app: Any) -> Seed:
         }
         await create(client, await auth.patient(pid), related)
     await grant_care(client, doctor, p1, f"hq-{tag}")
-    s.headers = {"patient": me, "vendor1": v1, "vendor2": v2, "professional": doctor}
+    s.headers = {
+        "patient": me,
+        "vendor1": v1,
+        "vendor2": v2,
+        "professional": doctor,
+        "pro_software": pro_software,
+    }
     # the oracle, from the rows themselves
     seeded = {p1, p2, p3}
     async with app.state.engine.connect() as conn:
@@ -140,6 +149,8 @@ async def seed(client: Any, auth: Any, app: Any) -> Seed:
         if (p == p1 and (t != "Consent" or c == doctor_actor)) or c == doctor_actor
     }
     s.full_patients["professional"] = {p1}
+    s.allowed["pro_software"] = {(t, i) for t, i, p, _ in rows if p == p1 and t != "Consent"}
+    s.full_patients["pro_software"] = {p1}
     s.slots = {"$P1": p1, "$P2": p2, "$INS1": f"{INS_TEST}|{s.ins[p1]}"}
     s.slots["$INS2"] = f"{INS_TEST}|{s.ins[p2]}"
     ids = [i for _, i, _, _ in rows]
@@ -280,8 +291,8 @@ def exposed(seed: Seed, who: str, resource: dict[str, Any], query: str) -> str |
     if rtype == "Patient":
         if resource["id"] in seed.full_patients[who]:
             return None
-        named = [i["value"] for i in resource.get("identifier") or [] if f"|{i['value']}" in query]
-        if not named:
+        ins = seed.ins.get(resource["id"])  # the seeded INS (the entry may be subsetted)
+        if ins is None or f"|{ins}" not in query:
             return f"Patient/{resource['id']} without its INS in the query"
         if any(k in resource for k in PRIVATE):
             return f"Patient/{resource['id']} beyond its projection"
@@ -401,6 +412,13 @@ def test_no_query_widens_access(client: Any, seed: Seed, app_loop: Any) -> None:
     )
     @example("professional", ("Consent", [("patient", "$P1")]), "batch")
     @example("professional", ("DocumentReference", [("patient", "$P2")]), "post")
+    @example(
+        "pro_software", ("DocumentReference", [("_include", "DocumentReference:patient")]), "get"
+    )
+    @example("pro_software", ("Patient", [("family", "Seed0")]), "get")
+    @example(
+        "pro_software", ("Patient", [("identifier", "$INS2"), ("_elements", "address")]), "get"
+    )
     @given(
         who=st.sampled_from(IDENTITIES),
         q=queries(values),

@@ -70,9 +70,11 @@ async def vendor(auth: Any, name: str = "lgc-lookup") -> dict[str, str]:
         {},
     ],
 )
-async def test_a_vendor_cannot_walk_the_patients(client, auth, params):
+@pytest.mark.parametrize("for_practitioner", [None, "10001234567"])
+async def test_a_vendor_cannot_walk_the_patients(client, auth, params, for_practitioner):
     await enrolled(client, auth, family="Lookup")
-    lgc = await vendor(auth)
+    # with or without a professional named in the token (the README's walkthrough names one)
+    lgc = await auth.system("lgc-lookup", VENDOR_SCOPES, practitioner=for_practitioner)
     r = await client.get("/Patient", params=params, headers=lgc)
     assert r.status_code == 403, (params, r.status_code, r.text[:200])
     assert code_of(r) == "PATIENT_LOOKUP_ONLY"

@@ -326,12 +326,13 @@ def _patient_lookup(table: Table, lookup: Lookup | None) -> Rule | None:
 
 
 def patient_lookup(identity: Identity, req: SearchRequest) -> Lookup | None:
-    """The INS pairs when `req` is an exact Patient lookup (None otherwise). Software may
-    search Patient in no other way: 403 `PATIENT_LOOKUP_ONLY`."""
+    """The INS pairs when `req` is an exact Patient lookup (None otherwise). A machine token
+    (`system`, whether or not it names a professional) may search Patient in no other way:
+    403 `PATIENT_LOOKUP_ONLY`."""
     if req.rtype.name != "Patient" or identity.kind in ("operator", "patient"):
         return None
     pairs, problem = _exact_lookup(req)
-    if problem and is_software(identity):
+    if problem and identity.kind == "system":
         raise FhirError.forbidden(
             f"Software may search Patient only by exact INS: {problem}", "PATIENT_LOOKUP_ONLY"
         )
