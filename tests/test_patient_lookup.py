@@ -213,6 +213,21 @@ async def test_an_operator_cannot_give_one_ins_to_two_patients(client, auth, app
     assert (await client.get(f"/Patient/{second['id']}", headers=ops)).json()[
         "identifier"
     ] == second["identifier"]
+    # the same inside a batch: that entry is 409, nothing of it is stored
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": patient(family="Doublon", ins=ins_of(first)),
+                "request": {"method": "POST", "url": "Patient"},
+            }
+        ],
+    }
+    r = await client.post("/", json=batch, headers={**ops, **FHIR_JSON})
+    assert r.json()["entry"][0]["response"]["status"].startswith("409")
+    found = await client.get("/Patient", params={"family": "Doublon"}, headers=ops)
+    assert found.json()["total"] == 0
     # an operator may change an INS (enrolment correction) to a free one
     fixed = {**second, "identifier": [{"system": INS_TEST, "value": new_ins()}]}
     r = await client.put(f"/Patient/{second['id']}", json=fixed, headers={**ops, **FHIR_JSON})

@@ -44,7 +44,7 @@ from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import references_in
 from espace_api.fhir.ins import INS_SYSTEMS
 from espace_api.fhir.registry import REGISTRY, ResourceType
-from espace_api.fhir.search import SearchRequest
+from espace_api.fhir.search import Criterion, SearchRequest
 from espace_api.fhir.values import split_reference
 
 INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -253,11 +253,7 @@ def _professional(
     c = table.c
     keys = actors.identity_keys(identity)
     person = tuple(k for k in keys if k.startswith("practitioner:"))
-    not_blocked = Rule(
-        "not-blocked",
-        "the patient has not blocked this professional or their organisation",
-        not_(_rule_exists(c.patient_id, (v.BLOCK,), keys, now)),
-    )
+    not_blocked = _not_blocked(identity, table, now)
     author = Rule("author", "the caller deposited it", _created_by(table, identity.actor))
     care = Rule(
         "care-relationship",
@@ -346,10 +342,7 @@ def _exact_lookup(req: SearchRequest) -> tuple[Lookup | None, str | None]:
     wanted = "one identifier=system|value parameter (an INS system), no modifier, chain or _has"
     if len(req.criteria) != 1 or req.sort:
         return None, wanted + ", no _sort"
-    c = req.criteria[0]
-    if c.param.name != "identifier" or c.modifier or c.chain or c.has_type or c.target_type:
-        return None, wanted
-    pairs = _ins_values(c.values)
+    pairs = _ins_criterion(req.criteria[0])
     if pairs is None:
         return None, wanted
     if len(pairs) > MAX_LOOKUP:
@@ -361,10 +354,13 @@ def _exact_lookup(req: SearchRequest) -> tuple[Lookup | None, str | None]:
     return pairs, None
 
 
-def _ins_values(values: tuple[str, ...]) -> Lookup | None:
-    """The (system, value) pairs when every value is `INS-system|value`, else None."""
+def _ins_criterion(c: Criterion) -> Lookup | None:
+    """The (system, value) pairs when `c` is `identifier=INS-system|value[,...]` with no
+    modifier, chain or reverse chain, else None."""
+    if c.param.name != "identifier" or c.modifier or c.chain or c.has_type or c.target_type:
+        return None
     pairs = []
-    for value in values:
+    for value in c.values:
         system, sep, code = value.partition("|")
         if not sep or system not in INS_SYSTEMS or not code:
             return None
@@ -377,12 +373,9 @@ def chain_lookup(req: SearchRequest) -> Lookup | None:
     Patients are looked up, so software finds its own documents by INS (IHE MHD ITI-67)."""
     pairs: list[tuple[str, str]] = []
     for c in req.criteria:
-        link = c.chain
-        if link is None or c.chain_type is None or c.chain_type.name != "Patient":
+        if c.chain is None or c.chain_type is None or c.chain_type.name != "Patient":
             continue
-        if link.param.name != "identifier" or link.modifier or link.chain or link.has_type:
-            continue
-        found = _ins_values(link.values)
+        found = _ins_criterion(c.chain)
         if found and len(found) <= MAX_LOOKUP:
             pairs += found
     return tuple(pairs) or None
@@ -394,8 +387,16 @@ def space_open_to(identity: Identity, table: Table, now: datetime) -> ColumnElem
     decide the rest)."""
     if identity.kind in ("operator", "patient") or is_software(identity):
         return true()
+    return _not_blocked(identity, table, now).compile()
+
+
+def _not_blocked(identity: Identity, table: Table, now: datetime) -> Rule:
     keys = actors.identity_keys(identity)
-    return not_(_rule_exists(table.c.patient_id, (v.BLOCK,), keys, now))
+    return Rule(
+        "not-blocked",
+        "the patient has not blocked this professional or their organisation",
+        not_(_rule_exists(table.c.patient_id, (v.BLOCK,), keys, now)),
+    )
 
 
 def visible(

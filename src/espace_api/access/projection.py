@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from espace_api.fhir.registry import SPACE_STATUS_URL
+from espace_api.fhir.search import mark_subsetted
 
 KEPT = ("resourceType", "id", "meta", "identifier", "name", "birthDate", "gender")
 
@@ -21,15 +22,4 @@ def project_patient(json: str) -> str:
     space = [e for e in full.get("extension") or [] if e.get("url") == SPACE_STATUS_URL]
     if space:
         out["extension"] = space
-    meta = dict(out.get("meta") or {})
-    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
-    out["meta"] = meta
-    return orjson.dumps(out).decode()
-
-
-# FHIR marks a resource returned incompletely with the SUBSETTED tag.
-SUBSETTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "SUBSETTED",
-    "display": "subsetted",
-}
+    return orjson.dumps(mark_subsetted(out)).decode()

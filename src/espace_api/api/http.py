@@ -53,6 +53,20 @@ async def read_body(request: Request, *, json_only: bool = True) -> bytes:
     return b"".join(chunks)
 
 
+async def operation_parameters(request: Request) -> dict[str, dict[str, Any]]:
+    """name -> parameter of an operation's optional Parameters body (empty without a body)."""
+    if request.headers.get("content-length") in (None, "0"):
+        return {}
+    body = parse_json(await read_body(request))
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        return {}
+    return {
+        p["name"]: p
+        for p in body.get("parameter") or []
+        if isinstance(p, dict) and isinstance(p.get("name"), str)
+    }
+
+
 def _too_large(limit: int) -> FhirError:
     return FhirError(413, "BODY_TOO_LARGE", f"Body exceeds {limit} bytes", issue_type="too-costly")
 

@@ -1,6 +1,8 @@
 """Record audit events (IHE BALP-like fields), one per patient touched."""
 
 from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,7 +34,37 @@ async def record(
     """Write one event per distinct patient (None = no patient) in the caller's transaction.
 
     `identity` is None for a refused request whose token could not be verified."""
-    now = clock.now()
+    rows = events(
+        clock,
+        identity,
+        subtype,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        patient_ids=patient_ids,
+        query=query,
+        outcome=outcome,
+        purpose=purpose,
+        detail=detail,
+    )
+    await audit_repository.insert_events(conn, rows)
+
+
+def events(
+    clock: Clock,
+    identity: Identity | None,
+    subtype: str,
+    *,
+    resource_type: str | None,
+    resource_id: str | None = None,
+    patient_ids: Iterable[str | None] = (None,),
+    query: str | None = None,
+    outcome: str = SUCCESS,
+    purpose: str | None = None,
+    detail: str | None = None,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The audit rows `record` writes (bulk paths write them themselves, e.g. by COPY)."""
+    now = now or clock.now()
     agent = {
         "agent_kind": identity.kind if identity else None,
         "agent_sub": identity.subject if identity else None,
@@ -42,7 +74,7 @@ async def record(
         "practitioner": identity.practitioner if identity else None,
         "organization": identity.organization if identity else None,
     }
-    events = [
+    return [
         {
             "id": clock.ids(),
             "recorded": now,
@@ -58,4 +90,3 @@ async def record(
         }
         for patient_id in dict.fromkeys(patient_ids)
     ]
-    await audit_repository.insert_events(conn, events)

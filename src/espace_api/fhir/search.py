@@ -319,7 +319,14 @@ def subset(req: SearchRequest, json: str) -> str:
     else:
         keep = _ALWAYS | mandatory | set(req.elements)
     out = {k: v for k, v in content.items() if k in keep or (k[:1] == "_" and k[1:] in keep)}
-    meta = dict(out.get("meta") or {})
-    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
-    out["meta"] = meta
-    return orjson.dumps(out).decode()
+    return orjson.dumps(mark_subsetted(out)).decode()
+
+
+def mark_subsetted(content: dict[str, Any]) -> dict[str, Any]:
+    """`content` with the SUBSETTED tag in its meta (once: a projection may be subset again)."""
+    meta = dict(content.get("meta") or {})
+    tags = meta.get("tag", [])
+    if not any(t.get("code") == SUBSETTED["code"] for t in tags if isinstance(t, dict)):
+        meta["tag"] = [*tags, SUBSETTED]
+    content["meta"] = meta
+    return content

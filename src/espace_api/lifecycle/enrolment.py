@@ -252,28 +252,18 @@ def _index_rows(into: dict[Table, list[dict[str, Any]]], id_: str, content: dict
 
 
 def _audit_rows(clock: Clock, identity: Identity, id_: str, now: datetime) -> list[dict[str, Any]]:
-    base = {
-        "recorded": now,
-        "patient_id": id_,
-        "outcome": recorder.SUCCESS,
-        "agent_kind": identity.kind,
-        "agent_sub": identity.subject,
-        "client_id": identity.client_id,
-        "token_jti": identity.token_id,
-        "purpose": None,
-        "practitioner": None,
-        "organization": None,
-        "resource_type": "Patient",
-        "resource_id": id_,
-        "query": None,
-    }
+    """The enrolment's two events: the Patient created, the space notified."""
     return [
-        {**base, "id": clock.ids(), "action": "C", "subtype": "create", "detail": "enrolment"},
-        {
-            **base,
-            "id": clock.ids(),
-            "action": "E",
-            "subtype": "space-notified",
-            "detail": "enrolment",
-        },
+        row
+        for subtype in ("create", "space-notified")
+        for row in recorder.events(
+            clock,
+            identity,
+            subtype,
+            resource_type="Patient",
+            resource_id=id_,
+            patient_ids=[id_],
+            detail="enrolment",
+            now=now,
+        )
     ]

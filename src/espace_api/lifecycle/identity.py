@@ -33,23 +33,19 @@ class InsIdentity(TypeBehaviour):
         content = event.content
         if content is None or event.system_write:
             return content
-        pairs = ins_pairs(content)
         if ctx.identity.kind != "operator" and not event.is_create:
-            before = (
-                orjson.loads(event.previous.json) if event.previous and event.previous.json else {}
-            )
-            if ins_pairs(before) != pairs:
+            previous = event.previous
+            before = orjson.loads(previous.json) if previous and previous.json else {}
+            if ins_pairs(before) != ins_pairs(content):
                 raise FhirError.forbidden(
                     "Only enrolment (an operator) changes a Patient's INS", "INS_READ_ONLY"
                 )
-        owners = await ins_repository.owners(ctx.conn, pairs)
-        taken = [p for p, owner in owners.items() if owner != event.id]
-        if taken:
-            raise _conflict(taken)
         return content
 
     async def after_write(self, ctx: HookContext, event: WriteEvent) -> None:
+        """Register the INS; one another Patient holds refuses the write (the error rolls
+        the version back with the rest of the transaction)."""
         pairs = ins_pairs(event.content) if event.content is not None else set()
         taken = await ins_repository.replace(ctx.conn, event.id, pairs)
-        if taken:  # a concurrent write took it between the check and now
+        if taken:
             raise _conflict(taken)

@@ -2,17 +2,16 @@
 Patient, and the operator's bulk `$enrol` (NDJSON in, NDJSON report out)."""
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from espace_api.api.fhir_routes import SECURED
-from espace_api.api.http import read_body, run, settings_of
+from espace_api.api.http import operation_parameters, run, settings_of
 from espace_api.auth.dependency import current_identity
 from espace_api.auth.identity import Identity
 from espace_api.fhir.errors import FhirError
-from espace_api.fhir.validation import parse_json
 from espace_api.fhir.values import date_range
 from espace_api.lifecycle import enrolment, service
 
@@ -21,26 +20,11 @@ Caller = Annotated[Identity, Depends(current_identity)]
 NDJSON = ("application/fhir+ndjson", "application/x-ndjson", "application/ndjson")
 
 
-def _parameters(body: Any) -> dict[str, Any]:
-    """name -> value[x] of a Parameters body (empty for no body)."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        return {}
-    out = {}
-    for p in body.get("parameter") or []:
-        for key, value in p.items():
-            if key.startswith("value"):
-                out[p.get("name")] = value
-    return out
-
-
 def _add(action: str, summary: str) -> None:
     async def transition(id: str, request: Request, identity: Caller) -> Response:
-        raw = b""
-        if request.headers.get("content-length") not in (None, "0"):
-            raw = await read_body(request)
-        params = _parameters(parse_json(raw)) if raw else {}
-        reason = params.get("reason")
-        early = params.get("deleteData") is True
+        params = await operation_parameters(request)
+        reason = params.get("reason", {}).get("valueString")
+        early = params.get("deleteData", {}).get("valueBoolean") is True
         return await run(
             request,
             identity,

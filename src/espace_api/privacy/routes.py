@@ -1,29 +1,19 @@
 """Privacy operations over HTTP (thin): break-the-glass, $everything, $explain."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from espace_api.api.fhir_routes import SECURED
-from espace_api.api.http import read_body, run
+from espace_api.api.http import operation_parameters, run
 from espace_api.auth.dependency import current_identity
 from espace_api.auth.identity import Identity
 from espace_api.fhir.registry import REGISTRY
-from espace_api.fhir.validation import parse_json
 from espace_api.privacy import operations
 
 router = APIRouter()
 Caller = Annotated[Identity, Depends(current_identity)]
-
-
-def _reason(body: Any) -> str | None:
-    """`reason` from a Parameters body (valueString)."""
-    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
-        for p in body.get("parameter") or []:
-            if p.get("name") == "reason" and isinstance(p.get("valueString"), str):
-                return str(p["valueString"])
-    return None
 
 
 @router.post(
@@ -35,13 +25,8 @@ def _reason(body: Any) -> str | None:
 )
 async def break_the_glass(id: str, request: Request, identity: Caller) -> Response:
     """Reason in a Parameters body (`reason`) or the `X-BTG-Reason` header."""
-    raw = (
-        await read_body(request)
-        if request.headers.get("content-length") not in (None, "0")
-        else b""
-    )
-    reason = _reason(parse_json(raw)) if raw else None
-    reason = reason or request.headers.get("x-btg-reason")
+    reason = (await operation_parameters(request)).get("reason", {}).get("valueString")
+    reason = (reason if isinstance(reason, str) else None) or request.headers.get("x-btg-reason")
     return await run(request, identity, lambda ctx: operations.break_the_glass(ctx, id, reason))
 
 

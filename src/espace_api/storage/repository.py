@@ -149,9 +149,17 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
         await insert_indexes(conn, new.resource_type, new.id, new.patient_id, index)
 
 
+SEARCH_INDEX_TABLES: tuple[Table, ...] = (
+    search_token,
+    search_string,
+    search_date,
+    search_reference,
+)
+
+
 async def delete_indexes(conn: AsyncConnection, resource_type: str, id_: str) -> None:
     """Remove every index row of a resource."""
-    for table in (search_token, search_string, search_date, search_reference):
+    for table in SEARCH_INDEX_TABLES:
         await conn.execute(
             delete(table).where(table.c.resource_type == resource_type, table.c.resource_id == id_)
         )

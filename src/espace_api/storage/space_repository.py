@@ -1,5 +1,6 @@
 """SQL of the patient spaces (lifecycle) and of purging a patient's data."""
 
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -14,23 +15,13 @@ from espace_api.db.schema import (
     patient_spaces,
     resource_versions,
     resources,
-    search_date,
-    search_reference,
-    search_string,
-    search_token,
 )
 from espace_api.lifecycle.state import Space
 from espace_api.storage.blob_repository import blob_refs
+from espace_api.storage.repository import SEARCH_INDEX_TABLES
 
-_COLUMNS = (
-    "notified_at",
-    "opposition_deadline",
-    "activated_at",
-    "opposed_at",
-    "closed_at",
-    "closure_reason",
-    "purge_after",
-)
+# The row's columns besides the key, state and updated_at: the Space's own fields.
+_COLUMNS = tuple(f.name for f in fields(Space) if f.name != "state")
 
 
 def _row(m: Any) -> Space:
@@ -62,34 +53,21 @@ async def due(conn: AsyncConnection, now: datetime, limit: int) -> tuple[list[st
     """(spaces whose opposition window ended, closed spaces past their purge date), locked
     with SKIP LOCKED so concurrent jobs share the work without waiting."""
     s = patient_spaces
-    expiring = (
-        select(s.c.patient_id)
-        .where(s.c.state == "notified", s.c.opposition_deadline <= now)
-        .order_by(s.c.opposition_deadline)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    purging = (
-        select(s.c.patient_id)
-        .where(s.c.state == "closed", s.c.purge_after <= now)
-        .order_by(s.c.purge_after)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        [m[0] for m in await conn.execute(expiring)],
-        [m[0] for m in await conn.execute(purging)],
-    )
+
+    async def past(state: str, deadline: Any) -> list[str]:
+        stmt = (
+            select(s.c.patient_id)
+            .where(s.c.state == state, deadline <= now)
+            .order_by(deadline)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [m[0] for m in await conn.execute(stmt)]
+
+    return await past("notified", s.c.opposition_deadline), await past("closed", s.c.purge_after)
 
 
-PATIENT_TABLES: tuple[Table, ...] = (
-    search_token,
-    search_string,
-    search_date,
-    search_reference,
-    access_rules,
-    blob_refs,
-)
+PATIENT_TABLES: tuple[Table, ...] = (*SEARCH_INDEX_TABLES, access_rules, blob_refs)
 
 
 async def purge_content(conn: AsyncConnection, patient_id: str, *, keep_patient: bool) -> int:
