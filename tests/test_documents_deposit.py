@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from espace_api.db.schema import resource_versions, resources
-from espace_api.documents.rules import CONFIDENTIALITY
+from espace_api.documents.rules import CONFIDENTIALITY, PDSM_BASE
 from espace_api.storage import blob_repository as blob_repo
 from tests.support.documents import (
     SYSTEM_SCOPES,
@@ -17,6 +17,8 @@ from tests.support.documents import (
     sha1_b64,
 )
 from tests.support.fhir import FHIR_JSON, LOINC, create, patient
+
+PDSM_PROFILE = PDSM_BASE + "pdsm-comprehensive-document-reference"
 
 
 def urn() -> str:
@@ -148,17 +150,35 @@ async def test_provide_document_bundle(client, auth, app):
 async def test_missing_metadata_is_422_with_every_element(client, auth, app):
     pid = await new_patient(client, auth)
     bundle, doc = iti65(pid, pdf())
+    for name in ("type", "category"):
+        del doc[name]
+    r = await refused(client, app, await lgc(auth), bundle, pid, 422, "MISSING_METADATA")
+    paths = [e for issue in r.json()["issue"] for e in issue["expression"]]
+    assert paths == ["DocumentReference.type", "DocumentReference.category"]
+
+
+async def test_the_pdsm_profile_adds_its_required_elements(client, auth, app):
+    pid = await new_patient(client, auth)
+    headers = await lgc(auth)
+    bundle, doc = iti65(pid, pdf())
     for name in ("custodian", "date", "context"):
         del doc[name]
     del doc["content"][0]["attachment"]["title"]
-    r = await refused(client, app, await lgc(auth), bundle, pid, 422, "MISSING_METADATA")
+    assert (await send(client, headers, bundle)).status_code == 200  # plain MHD: accepted
+    bundle, doc = iti65(pid, pdf(), meta={"profile": [PDSM_PROFILE]})
+    for name in ("custodian", "date", "context"):
+        del doc[name]
+    del doc["content"][0]["attachment"]["title"]
+    r = await refused(client, app, headers, bundle, pid, 422, "MISSING_METADATA")
     paths = [e for issue in r.json()["issue"] for e in issue["expression"]]
-    assert {
-        "DocumentReference.custodian",
+    assert paths == [
         "DocumentReference.date",
-        "DocumentReference.context.period.start",
+        "DocumentReference.custodian",
         "DocumentReference.content[0].attachment.title",
-    } <= set(paths)
+        "DocumentReference.content[0].attachment.size",
+        "DocumentReference.content[0].attachment.hash",
+        "DocumentReference.context.period.start",
+    ]
 
 
 async def test_size_and_hash_are_verified(client, auth, app):

@@ -1,8 +1,9 @@
 """The documents package's type behaviours (registered in `documents.setup.register`).
 
-- `BinaryContent` (Binary): before a version is written, refuse a deposit into a closed or
-  opposed space and move inline `data` to the blob store; after it is written, link the
-  version to its blob (`blob_refs`, same transaction).
+- `BinaryContent` (Binary): in a transaction, a Binary without securityContext takes the
+  patient of the DocumentReference pointing at it; before a version is written, refuse a
+  deposit into a closed or opposed space and move inline `data` to the blob store; after it
+  is written, link the version to its blob (`blob_refs`, same transaction).
 - `DocumentRules` (DocumentReference): replay of an ITI-65 retry by masterIdentifier (200
   with the existing document, or 409); before write, the deposit rules (space state, PDSm
   required metadata, default confidentiality, attachment size/hash); after a create, the
@@ -11,6 +12,7 @@
 See docs/documents.md for the rules and docs/core.md for the hook points.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -42,6 +44,29 @@ class BinaryContent(TypeBehaviour):
     """Binary: content in the blob store, linked to each version."""
 
     bundle_order = -1  # before the DocumentReferences whose size and hash it gives
+
+    def in_transaction(
+        self, ref: str | None, resource: dict[str, Any], bundle: Sequence[dict[str, Any]]
+    ) -> None:
+        """A Binary without securityContext takes its document's patient (IHE MHD)."""
+        if ref is None or resource.get("securityContext"):
+            return
+        subjects = binary.subjects_in_bundle(ref, bundle)
+        if None in subjects:
+            raise FhirError.unprocessable(
+                "DocumentReference.subject is required: the Binary it points at belongs to "
+                "that patient",
+                "MISSING_METADATA",
+                expression=["DocumentReference.subject", "Binary.securityContext"],
+            )
+        if len(subjects) > 1:
+            raise FhirError.unprocessable(
+                "DocumentReferences of different patients point at the same Binary",
+                "BINARY_OTHER_PATIENT",
+                expression=["Binary.securityContext"],
+            )
+        if subjects:
+            resource["securityContext"] = {"reference": subjects.pop()}
 
     async def before_write(self, ctx: HookContext, event: WriteEvent) -> dict[str, Any] | None:
         content = event.content

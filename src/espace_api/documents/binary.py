@@ -3,7 +3,9 @@
 A stored Binary row keeps `contentType` and `securityContext` only; its bytes are a blob of
 the patient, linked by a `blob_refs` row (resource type, id, version -> sha256) written in the
 same transaction as the Binary version. `securityContext` must name the Patient (that is what
-puts the Binary in the patient's compartment, and the blob key is per patient).
+puts the Binary in the patient's compartment, and the blob key is per patient). In a
+transaction Bundle a Binary may leave it out, as IHE MHD's examples do: it then belongs to the
+patient of the DocumentReference whose attachment points at it (`subjects_in_bundle`).
 
 The blob store of an engine is opened once per process (`store_for`), or installed by the
 application at start-up (`documents.setup.start`).
@@ -11,6 +13,7 @@ application at start-up (`documents.setup.start`).
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -60,11 +63,29 @@ def decode_data(data: Any, where: str) -> bytes:
         ) from None
 
 
+def subjects_in_bundle(ref: str, bundle: Sequence[dict[str, Any]]) -> set[str | None]:
+    """The subjects (None for a missing one) of the Bundle's DocumentReferences whose
+    attachment is `ref` (Binary/id)."""
+    return {
+        (doc.get("subject") or {}).get("reference")
+        for doc in bundle
+        if doc.get("resourceType") == "DocumentReference"
+        for item in doc.get("content") or []
+        if _points_at((item.get("attachment") or {}).get("url"), ref)
+    }
+
+
+def _points_at(url: Any, ref: str) -> bool:
+    return isinstance(url, str) and (url == ref or url.endswith("/" + ref))
+
+
 def require_patient(patient_id: str | None) -> str:
     """A Binary's patient, or 422 when its securityContext does not name one."""
     if not patient_id:
         raise FhirError.unprocessable(
-            "Binary.securityContext must reference the Patient the content belongs to",
+            "Binary.securityContext must reference the Patient the content belongs to (in a "
+            "transaction it may be left out when one DocumentReference of the Bundle points "
+            "at the Binary)",
             "BINARY_PATIENT_REQUIRED",
             expression=["Binary.securityContext"],
         )

@@ -5,6 +5,8 @@
   checked on the way (allow-list 415, magic numbers 422, size 413), then the Binary is
   created and linked to its blob in one transaction. With `application/fhir+json`, a Binary
   resource whose `data` is moved to the blob store.
+- `GET /DocumentReference/$deposit-status?masterIdentifier=system|value,...`: deposit
+  receipts (documents/receipts.py).
 - `GET /Binary/{id}` (and `/_history/{vid}`): the raw bytes with the Binary's Content-Type,
   `Accept-Ranges: bytes`, single `Range` requests (206, 416), `If-Range`; with
   `Accept: application/fhir+json`, the Binary resource with `data` inlined.
@@ -26,13 +28,14 @@ from espace_api.api.http import (
     check_accept,
     context,
     read_resource,
+    run,
     settings_of,
     to_response,
 )
 from espace_api.auth.dependency import current_identity
 from espace_api.auth.identity import Identity
 from espace_api.blobs import BlobStore, RangeNotSatisfiable, resolve_range
-from espace_api.documents import binary
+from espace_api.documents import binary, receipts
 from espace_api.documents.content import check_allowed, checked_stream, media_type
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import compartment_patient
@@ -240,3 +243,17 @@ async def read_binary(id: str, request: Request, identity: Caller) -> Response:
 async def vread_binary(id: str, vid: str, request: Request, identity: Caller) -> Response:
     """One version's bytes (or the resource, with Accept: application/fhir+json)."""
     return await _serve(request, identity, id, vid)
+
+
+@router.get(
+    "/DocumentReference/$deposit-status",
+    tags=["DocumentReference"],
+    summary="deposit receipts: which masterIdentifiers are stored (id, version, hash, when)",
+    dependencies=SECURED,
+    response_class=Response,
+    operation_id="DocumentReference_deposit_status",
+)
+async def deposit_status(request: Request, identity: Caller) -> Response:
+    """`masterIdentifier=system|value`, repeated or comma-separated (at most 100)."""
+    values = request.query_params.getlist("masterIdentifier")
+    return await run(request, identity, lambda ctx: receipts.deposit_status(ctx, values))

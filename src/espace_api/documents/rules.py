@@ -1,9 +1,11 @@
 """IHE MHD ITI-65 deposit rules for DocumentReference (French PDSm profile), issue 4.
 
 - Required metadata (professional deposits, i.e. `system` and `user` callers): masterIdentifier,
-  status, type, category, subject, date, author, custodian, content.attachment (contentType,
-  title, url or data), context.period.start. Every missing element is one issue of a 422
-  `MISSING_METADATA`. Patients adding their own documents need subject and content only.
+  status, type, category, subject, content.attachment (contentType, url or data), as IHE MHD
+  writes them. A document declaring the French PDSm profile in `meta.profile` must also carry
+  date, author, custodian, attachment title, size and hash, and context.period.start. Every
+  missing element is one issue of a 422 `MISSING_METADATA`. Patients adding their own
+  documents need subject and content only.
 - Content: contentType on the allow-list; bytes (inline `data` or the referenced `Binary`)
   matching it; `size` and `hash` (base64 SHA-1) computed when absent, verified when present
   (422 `SIZE_MISMATCH` / `HASH_MISMATCH`).
@@ -36,6 +38,13 @@ from espace_api.storage import repository
 DOCREF = "DocumentReference"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 PROFESSIONAL_KINDS = frozenset({"system", "user"})
+# The French MHD profiles (ANS "PDSm", interop.esante.gouv.fr/ig/fhir/pdsm): a document that
+# declares one of them in meta.profile must carry its extra required elements.
+PDSM_BASE = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
+PDSM_PROFILES = frozenset(
+    PDSM_BASE + name
+    for name in ("pdsm-comprehensive-document-reference", "pdsm-simplified-publish")
+)
 
 
 def _present(value: Any) -> bool:
@@ -51,13 +60,24 @@ def _get(node: Any, *path: str | int) -> Any:
     return node
 
 
+def declares_pdsm(content: dict[str, Any]) -> bool:
+    """Whether the document declares a French PDSm profile in `meta.profile`."""
+    profiles = _get(content, "meta", "profile")
+    return isinstance(profiles, list) and any(
+        isinstance(p, str) and p.split("|")[0] in PDSM_PROFILES for p in profiles
+    )
+
+
 def missing_metadata(content: dict[str, Any], identity: Identity) -> list[str]:
     """FHIRPath-like expressions of the required elements that are missing."""
     missing: list[str] = []
+    professional = identity.kind in PROFESSIONAL_KINDS
+    pdsm = professional and declares_pdsm(content)
     need = ["subject"]
-    if identity.kind in PROFESSIONAL_KINDS:
-        need = ["masterIdentifier", "status", "type", "category", "subject", "date"]
-        need += ["author", "custodian"]
+    if professional:
+        need = ["masterIdentifier", "status", "type", "category", "subject"]
+    if pdsm:
+        need += ["date", "author", "custodian"]
     for name in need:
         if not _present(content.get(name)):
             missing.append(f"DocumentReference.{name}")
@@ -74,11 +94,11 @@ def missing_metadata(content: dict[str, Any], identity: Identity) -> list[str]:
             missing.append(f"{where}.contentType")
         if not _present(att.get("url")) and not _present(att.get("data")):
             missing.append(f"{where}.url")
-        if identity.kind in PROFESSIONAL_KINDS and not _present(att.get("title")):
-            missing.append(f"{where}.title")
-    if identity.kind in PROFESSIONAL_KINDS and not _present(
-        _get(content, "context", "period", "start")
-    ):
+        if pdsm:
+            missing += [
+                f"{where}.{n}" for n in ("title", "size", "hash") if not _present(att.get(n))
+            ]
+    if pdsm and not _present(_get(content, "context", "period", "start")):
         missing.append("DocumentReference.context.period.start")
     return missing
 

@@ -14,11 +14,15 @@ SECURITY_TEXT = "SMART on FHIR v2 bearer tokens; see /.well-known/smart-configur
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 OWN_OPERATIONS = "https://espace-api.org/fhir/OperationDefinition"
-# Operations per type (name, canonical definition): privacy operations (issue 8).
+# Operations per type (name, canonical definition): privacy operations (issue 8), deposit
+# receipts (issue 15).
 OPERATIONS = {
     "Patient": [
         ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
         ("break-the-glass", f"{OWN_OPERATIONS}/Patient-break-the-glass"),
+    ],
+    "DocumentReference": [
+        ("deposit-status", f"{OWN_OPERATIONS}/DocumentReference-deposit-status"),
     ],
 }
 EXPLAIN = ("explain", f"{OWN_OPERATIONS}/Resource-explain")

@@ -82,6 +82,11 @@ def _p(
 # The Patient extension that shows the state of the person's space (lifecycle/state.py).
 SPACE_STATUS_URL = "https://espace-api.org/fhir/StructureDefinition/space-status"
 
+# IHE MHD extensions on List (SubmissionSet, Folder) searched by ITI-66.
+MHD_DESIGNATION_TYPE_URL = (
+    "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-designationType"
+)
+MHD_SOURCE_ID_URL = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
 
 IDENTIFIER = _p("identifier", "token", "identifier", doc="Business identifier (system|value)")
 ACTIVE = _p("active", "token", "active", doc="Whether the record is in active use")
@@ -238,9 +243,23 @@ REGISTRY: dict[str, ResourceType] = {
                 _p("code", "token", "code"),
                 _p("status", "token", "status"),
                 _p("date", "date", "date"),
+                _p("source", "reference", "source", doc="Who authored the List"),
+                _p(
+                    "designationType",
+                    "token",
+                    extension=(MHD_DESIGNATION_TYPE_URL,),
+                    doc="IHE MHD: the SubmissionSet's contentType or the Folder's codeList",
+                ),
+                _p(
+                    "sourceId",
+                    "token",
+                    extension=(MHD_SOURCE_ID_URL,),
+                    doc="IHE MHD: the SubmissionSet's source (sending system) identifier",
+                ),
+                _p("item", "reference", "entry.item", doc="A resource in the List"),
             ),
             compartment=("subject",),
-            documentation="A curated list (e.g. a folder of documents, IHE MHD).",
+            documentation="A curated list: an IHE MHD SubmissionSet or Folder (ITI-66).",
         ),
     )
 }

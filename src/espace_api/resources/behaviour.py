@@ -5,6 +5,8 @@ messaging ...) subclasses `TypeBehaviour`, overrides the hooks it needs and regi
 instance for its types at application set-up (`Behaviours.register`). The service calls, in
 order of registration, every behaviour registered for the type being handled:
 
+    transaction -> in_transaction()  complete an entry from the other entries of its Bundle
+                                     (after urn:uuid fullUrls are resolved)
     create      -> replay()          a repeated request answered with what exists (idempotency)
     create/update/patch/delete
                 -> before_write()    validate and complete the content; may refuse (FhirError)
@@ -20,7 +22,7 @@ service's `Context` provides it; this module sits below the service and imports 
 so the write path only goes down.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -97,6 +99,12 @@ class WriteEvent:
 class TypeBehaviour:
     """Rules of one or more resource types. Every hook is optional (default: no effect)."""
 
+    def in_transaction(
+        self, ref: str | None, resource: dict[str, Any], bundle: Sequence[dict[str, Any]]
+    ) -> None:
+        """Complete `resource` (entry `ref`, e.g. `Binary/x`) from the other resources of
+        its transaction Bundle, e.g. a Binary's patient from the document pointing at it."""
+
     async def replay(self, ctx: HookContext, rtype: ResourceType, body: Any) -> Result | None:
         """An existing resource answering a repeated create, or None to go on creating."""
         return None
@@ -145,6 +153,16 @@ class Behaviours:
     def renders(self, type_name: str) -> bool:
         """Whether reads of this type go through a `render` hook."""
         return type_name in self._renderers
+
+    def in_transaction(
+        self,
+        type_name: str,
+        ref: str | None,
+        resource: dict[str, Any],
+        bundle: Sequence[dict[str, Any]],
+    ) -> None:
+        for behaviour in self.of(type_name):
+            behaviour.in_transaction(ref, resource, bundle)
 
     async def replay(self, ctx: HookContext, rtype: ResourceType, body: Any) -> Result | None:
         for behaviour in self.of(rtype.name):

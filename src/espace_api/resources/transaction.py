@@ -69,6 +69,18 @@ def _parse_entry(index: int, raw: Any) -> Entry:
     rtype = REGISTRY[segments[0]]
     id_ = segments[1] if len(segments) > 1 else None
     version = segments[3] if len(segments) > 3 and segments[2] == "_history" else None
+    if (
+        method in ("PUT", "PATCH", "DELETE")
+        and id_ is None
+        and (method == "PATCH" or not parts.query)
+    ):
+        raise FhirError.bad_request(
+            f"{method} entry needs {rtype.name}/id"
+            + ("" if method == "PATCH" else f" or {rtype.name}?search")
+            + f" in request.url, not '{url}'",
+            "INVALID_BUNDLE",
+            expression=[f"Bundle.entry[{index}].request.url"],
+        )
     resource = raw.get("resource")
     if method in ("POST", "PUT", "PATCH") and not isinstance(resource, dict):
         raise FhirError.bad_request(f"{method} entry needs a resource", "INVALID_BUNDLE")
@@ -135,6 +147,18 @@ def _links_in(node: Any) -> Iterator[tuple[dict[str, Any], str]]:
             yield from _links_in(item)
 
 
+def _complete(ctx: Context, entries: list[Entry]) -> None:
+    """Let each written entry's type complete it from the rest of the Bundle."""
+    bundle = [e.resource for e in entries if isinstance(e.resource, dict)]
+    for entry in entries:
+        if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
+            ref = f"{entry.rtype.name}/{entry.id}" if entry.id else None
+            try:
+                ctx.behaviours.in_transaction(entry.rtype.name, ref, entry.resource, bundle)
+            except FhirError as exc:
+                raise _fail(entry.index, exc) from None
+
+
 SCOPE_OF = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
 
 
@@ -159,26 +183,17 @@ async def _execute(ctx: Context, entry: Entry) -> Result:
             ctx, rtype, entry.resource, if_none_exist=entry.if_none_exist, id_=entry.id
         )
     if entry.method == "PUT":
-        if entry.id is None and entry.query:
+        if entry.id is None:  # Type?search (checked when the entry was parsed)
             return await conditional.update(
                 ctx, rtype, entry.query, entry.resource, if_match=entry.if_match
             )
-        if entry.id is None:
-            raise FhirError.bad_request(
-                "PUT entry needs Type/id or Type?search in request.url", "INVALID_BUNDLE"
-            )
         return await service.update(ctx, rtype, entry.id, entry.resource, if_match=entry.if_match)
     if entry.method == "DELETE":
-        if entry.id is None and entry.query:
-            return await conditional.delete(ctx, rtype, entry.query)
         if entry.id is None:
-            raise FhirError.bad_request(
-                "DELETE entry needs Type/id or Type?search", "INVALID_BUNDLE"
-            )
+            return await conditional.delete(ctx, rtype, entry.query)
         return await service.delete(ctx, rtype, entry.id)
     if entry.method == "PATCH":
-        if entry.id is None:
-            raise FhirError.bad_request("PATCH entry needs Type/id", "INVALID_BUNDLE")
+        assert entry.id is not None  # checked when the entry was parsed
         kind, body = patching.from_bundle_resource(entry.resource)
         return await patching.patch(ctx, rtype, entry.id, kind, body, if_match=entry.if_match)
     if entry.id and entry.version:
@@ -234,6 +249,7 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
     _check_scopes(ctx, entries)
     mapping = await _assign_ids(ctx, entries)
     _rewrite(entries, mapping)
+    _complete(ctx, entries)
     results: dict[int, Result] = {}
 
     # Within a phase: Patients first (a compartment resource finds its Patient), then by the

@@ -1,16 +1,18 @@
-"""SQL for document deposits (issue 4): finding a patient's documents by masterIdentifier.
+"""SQL for document deposits: finding documents by masterIdentifier.
 
-Reads the core's tables (`resources`, `search_token`) without the access policy: the
-deposit rules need to know whether an identifier is taken in the patient's space even when
-the caller cannot see the document (they then get a 409, never the document).
+`documents_with_identifier` reads the core's tables without the access policy: the deposit
+rules need to know whether an identifier is taken in the patient's space even when the caller
+cannot see the document (they then get a 409, never the document). `deposits_by_identifier`
+(deposit receipts) applies the caller's policy.
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import Text, and_, select
+from sqlalchemy import ColumnElement, Text, and_, exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from espace_api.db.schema import resources, search_token
+from espace_api.db.schema import resource_versions, resources, search_token
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,48 @@ async def documents_with_identifier(
         DocumentRow(row.id, row.version_id, row.json, row.created_by)
         for row in await conn.execute(stmt)
     ]
+
+
+@dataclass(frozen=True)
+class Deposit:
+    """A current DocumentReference the caller can see, with when it was first stored."""
+
+    id: str
+    version_id: int
+    last_updated: datetime
+    deposited: datetime
+    patient_id: str | None
+    json: str
+
+
+async def deposits_by_identifier(
+    conn: AsyncConnection, pairs: list[tuple[str, str]], visible: ColumnElement[bool]
+) -> list[Deposit]:
+    """Current DocumentReferences indexed under any `system|value` of `pairs` that the
+    `visible` predicate (the caller's policy on `resources`) lets through."""
+    r, t, first = resources, search_token, resource_versions
+    stmt = (
+        select(
+            r.c.id,
+            r.c.version_id,
+            r.c.last_updated,
+            first.c.last_updated.label("deposited"),
+            r.c.patient_id,
+            r.c.content.cast(Text).label("json"),
+        )
+        .join(first, and_(first.c.resource_type == r.c.resource_type, first.c.id == r.c.id))
+        .where(
+            r.c.resource_type == "DocumentReference",
+            r.c.deleted.is_(False),
+            first.c.version_id == 1,
+            exists().where(
+                t.c.resource_type == r.c.resource_type,
+                t.c.resource_id == r.c.id,
+                t.c.param == "identifier",
+                tuple_(t.c.system, t.c.code).in_(pairs),
+            ),
+            visible,
+        )
+        .order_by(r.c.id)
+    )
+    return [Deposit(*row) for row in await conn.execute(stmt)]
