@@ -204,3 +204,24 @@ async def test_find_document_lists_iti66(client, auth, vendor):
     other = await auth.system("lgc-other", VENDOR_SCOPES)
     bundle = await search(client, other, "/List", patient=pid)
     assert bundle["total"] == 0
+
+
+async def test_find_document_lists_by_source(client, auth, vendor):
+    example = json.loads(
+        (
+            EXAMPLES / "Bundle-ex-unContainedComprehensiveProvideDocumentBundleComplete.json"
+        ).read_text()
+    )
+    pid = await new_patient(client, auth)
+    r = await send(client, vendor, for_patient(example, pid))
+    assert r.status_code == 200, r.text
+    submission = next(
+        e["resource"]["id"] for e in r.json()["entry"] if e["resource"]["resourceType"] == "List"
+    )
+    patient = await auth.patient(pid)
+    bundle = await search(
+        client, patient, "/List", patient=pid, source="Practitioner/ex-practitioner"
+    )
+    assert [e["resource"]["id"] for e in bundle["entry"]] == [submission]
+    bundle = await search(client, patient, "/List", patient=pid, source="Practitioner/other")
+    assert bundle["total"] == 0
