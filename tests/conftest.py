@@ -9,10 +9,12 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from espace_api.config import Settings
@@ -79,3 +81,9 @@ async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 def auth(app: object) -> AuthFactory:
     return AuthFactory(app)
+
+
+@pytest.fixture
+def now(app: FastAPI) -> datetime:
+    """The app clock's current time (token assertions are dated with it)."""
+    return app.state.clock.now()

@@ -33,11 +33,6 @@ async def request_token(client, form):
     return await client.post("/auth/token", data=form)
 
 
-@pytest.fixture
-def now(app):
-    return app.state.clock.now()
-
-
 async def test_smart_configuration_is_public(client):
     r = await client.get("/.well-known/smart-configuration")
     assert r.status_code == 200

@@ -426,7 +426,7 @@ async def test_explain_answers_why_from_the_policy(client, auth):
     doctor = await auth.user("rpps-2040", PRO_SCOPES)
     await grant_care(client, doctor, pid, "2040")
     url = f"/DocumentReference/{doc['id']}/$explain"
-    r = await client.get(f"{url}?practitioner=rpps-2040", headers=me)
+    r = await client.get(f"{url}?practitioner=rpps-2040&profession=10", headers=me)
     assert r.status_code == 200, r.text
     first = r.json()["parameter"][0]
     assert first == {"name": "visible", "valueBoolean": True}
@@ -434,7 +434,7 @@ async def test_explain_answers_why_from_the_policy(client, auth):
     await client.patch(
         f"/DocumentReference/{doc['id']}", json=label_patch("add"), headers={**me, **JSON_PATCH}
     )
-    why = (await client.get(f"{url}?practitioner=rpps-2040", headers=me)).json()
+    why = (await client.get(f"{url}?practitioner=rpps-2040&profession=10", headers=me)).json()
     assert why["parameter"][0]["valueBoolean"] is False
     assert _rules(why)["not-masked"] is False and _rules(why)["care-relationship"] is True
     stranger = (await client.get(f"{url}?practitioner=rpps-9", headers=me)).json()

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     break_the_glass_minutes: int = Field(
         default=60, description="an emergency (break-the-glass) access lasts this long"
     )
+    profession_matrix_file: str | None = Field(
+        default=None,
+        description="the profession matrix (JSON, see access/matrix.py); default: the example "
+        "shipped with the package",
+    )
     invisible_patient_release_days: int = Field(
         default=30,
         description="a document labelled INVISIBLE_PATIENT is shown to the patient after this "

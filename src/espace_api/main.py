@@ -11,6 +11,7 @@ from sqlalchemy import text
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES
 
 from espace_api import __version__
+from espace_api.access import policy
 from espace_api.api import errors, fhir_routes
 from espace_api.api.access_log import AccessLog
 from espace_api.audit import routes as audit_routes
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     """Build the application; the database engine is created at start-up."""
     settings = settings or get_settings()
     clock = clock or Clock()
+    policy.settings_from(settings)  # a bad profession matrix stops the start (MatrixError)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -19,6 +19,10 @@ from espace_api.auth.services import AuthServices
 _PUBLIC_KEY = public_jwk(generate_private_key("ES384"), "ES384")
 
 
+DOCTOR = "10"  # national profession codes (TRE_G15), as the profession matrix reads them
+PHYSIOTHERAPIST = "70"
+
+
 class AuthFactory:
     """Headers for each kind of caller."""
 
@@ -65,6 +69,7 @@ class AuthFactory:
         scopes: str = "system/DocumentReference.c system/Binary.c system/Patient.s system/List.c",
         organization: str = "finess:123456789",
         practitioner: str | None = None,
+        profession: str | None = DOCTOR,
     ) -> dict[str, str]:
         await self.register(client_id, "system", scopes, organization)
         issued = await self.issuer.mint(
@@ -74,12 +79,19 @@ class AuthFactory:
             client_id=client_id,
             organization=organization,
             practitioner=practitioner,
+            profession=profession if practitioner else None,
         )
         return bearer(issued.access_token)
 
-    async def user(self, subject: str = "rpps-10001", scopes: str = "user/*.rs") -> dict[str, str]:
+    async def user(
+        self,
+        subject: str = "rpps-10001",
+        scopes: str = "user/*.rs",
+        profession: str | None = DOCTOR,
+    ) -> dict[str, str]:
+        """A professional at a screen (a doctor unless `profession` says otherwise)."""
         issued = await self.issuer.mint(
-            kind="user", subject=subject, scope=scopes, practitioner=subject
+            kind="user", subject=subject, scope=scopes, practitioner=subject, profession=profession
         )
         return bearer(issued.access_token)
 

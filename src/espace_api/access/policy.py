@@ -16,20 +16,23 @@ Who sees what (docs/privacy.md):
 - a professional (`user` token, or `system` acting for a named professional): nothing of a
   space that blocks them or their organisation; otherwise what they deposited, plus, while a
   care relationship or a break-the-glass access is active, the space's resources, except
-  documents masked from professionals (MASQUE_PS, or all documents masked) and their content,
-  and the patient's own privacy choices (Consents other than their own). A Patient it has
-  no access to only through an exact INS lookup, projected as for software.
+  documents masked from professionals (MASQUE_PS, or all documents masked), documents whose
+  type the profession matrix keeps from their profession (access/matrix.py), the content of
+  those documents, and the patient's own privacy choices (Consents other than their own). A
+  Patient it has no access to only through an exact INS lookup, projected as for software.
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, and_, exists, false, not_, or_, true, tuple_
 
-from espace_api.access import actors
+from espace_api.access import actors, matrix
 from espace_api.access import vocabulary as v
+from espace_api.access.matrix import ProfessionMatrix
 from espace_api.auth.identity import Identity, Interaction
 from espace_api.config import Settings as AppSettings
 from espace_api.db.schema import (
@@ -94,15 +97,20 @@ class Rule:
 
 @dataclass(frozen=True)
 class Settings:
-    """Policy settings taken from the application's Settings (durations)."""
+    """Policy settings taken from the application's Settings (durations, the matrix)."""
 
     invisible_patient_release: timedelta | None = None  # None: only a professional releases
+    matrix: ProfessionMatrix | None = None  # None: no profession restricts document types
 
 
 def settings_from(app_settings: AppSettings) -> Settings:
-    """The policy's settings from the application's."""
+    """The policy's settings from the application's (the matrix file is read once)."""
     days = app_settings.invisible_patient_release_days
-    return Settings(invisible_patient_release=timedelta(days=days) if days > 0 else None)
+    path = app_settings.profession_matrix_file
+    return Settings(
+        invisible_patient_release=timedelta(days=days) if days > 0 else None,
+        matrix=matrix.load(Path(path) if path else matrix.DEFAULT_PATH),
+    )
 
 
 def _rule_exists(
@@ -197,7 +205,7 @@ def decide(
         return _patient(identity, rtype, table, now, settings)
     if is_software(identity):
         return _software(identity, rtype, table, lookup)
-    return _professional(identity, rtype, table, now, lookup)
+    return _professional(identity, rtype, table, now, settings, lookup)
 
 
 def is_software(identity: Identity) -> bool:
@@ -246,7 +254,12 @@ def _software(identity: Identity, rtype: ResourceType, table: Table, lookup: Loo
 
 
 def _professional(
-    identity: Identity, rtype: ResourceType, table: Table, now: datetime, lookup: Lookup | None
+    identity: Identity,
+    rtype: ResourceType,
+    table: Table,
+    now: datetime,
+    s: Settings,
+    lookup: Lookup | None,
 ) -> Rule:
     if not rtype.in_patient_compartment:
         return DIRECTORY
@@ -270,7 +283,7 @@ def _professional(
         ),
     )
     access = Rule("access", "the professional has access to this space", any_of=(care, btg))
-    shared = _shared(rtype, table, now)
+    shared = _shared(identity, rtype, table, now, s.matrix)
     through = Rule("shared", "shared with this professional", all_of=(access, shared))
     ways = (author, through, *filter(None, [_patient_lookup(table, lookup)]))
     return Rule(
@@ -287,21 +300,59 @@ def _not_masked(type_col: Any, id_col: Any, patient: Any, now: datetime) -> Colu
     )
 
 
-def _shared(rtype: ResourceType, table: Table, now: datetime) -> Rule:
+def _readable_type(
+    identity: Identity, type_col: Any, id_col: Any, m: ProfessionMatrix | None
+) -> ColumnElement[bool]:
+    """The document's type is not one the matrix keeps from the caller's profession."""
+    forbidden = m.forbidden(identity.profession) if m is not None else ()
+    if not forbidden:
+        return true()
+    t = _LABEL
+    return not_(
+        exists().where(
+            t.c.resource_type == type_col,
+            t.c.resource_id == id_col,
+            t.c.param == "type",
+            tuple_(t.c.system, t.c.code).in_(forbidden),
+        )
+    )
+
+
+def _shared(
+    identity: Identity,
+    rtype: ResourceType,
+    table: Table,
+    now: datetime,
+    m: ProfessionMatrix | None,
+) -> Rule:
     """What a space with access shares of one type."""
     c = table.c
     if rtype.name == DOCREF:
-        return Rule(
+        not_masked = Rule(
             "not-masked",
             "the document is not hidden from professionals (MASQUE_PS, or all documents)",
             _not_masked(c.resource_type, c.id, c.patient_id, now),
         )
+        if m is None:
+            return not_masked
+        profession = Rule(
+            "profession-matrix",
+            f"the profession matrix {m.version} lets {m.describe(identity.profession)} read "
+            "this document type",
+            _readable_type(identity, c.resource_type, c.id, m),
+        )
+        return Rule("shareable", "shared with professionals", all_of=(not_masked, profession))
     if rtype.name == BINARY:
         return Rule(
             "content-of-shared-document",
-            "the content belongs to a document not hidden from professionals",
+            "the content belongs to a document not hidden from professionals (nor kept from "
+            "the caller's profession by the profession matrix)",
             _documents_of(
-                table, lambda d: _not_masked(d.c.resource_type, d.c.id, d.c.patient_id, now)
+                table,
+                lambda d: and_(
+                    _not_masked(d.c.resource_type, d.c.id, d.c.patient_id, now),
+                    _readable_type(identity, d.c.resource_type, d.c.id, m),
+                ),
             ),
         )
     if rtype.name == "Consent":

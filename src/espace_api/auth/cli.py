@@ -85,6 +85,7 @@ def cmd_token(args: argparse.Namespace) -> None:
             patient_id=args.patient,
             organization=args.organization,
             practitioner=args.practitioner or (subject if args.kind == "user" else None),
+            profession=args.profession,
             ttl_seconds=args.ttl,
         )
         print(issued.access_token)
@@ -175,6 +176,7 @@ def cmd_assertion(args: argparse.Namespace) -> None:
             args.kid,
             token_url,
             practitioner=args.practitioner,
+            profession=args.profession,
         )
     )
 
@@ -189,6 +191,7 @@ def register_cli(subparsers: Any) -> None:
     token.add_argument("--client-id", help="registered client (system tokens)")
     token.add_argument("--organization", help="FINESS the client acts for (system tokens)")
     token.add_argument("--practitioner", help="RPPS of the professional (system/user tokens)")
+    token.add_argument("--profession", help="national profession code (profession matrix)")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default AUTH_TOKEN_TTL)")
     token.set_defaults(func=cmd_token)
 
@@ -221,4 +224,5 @@ def register_cli(subparsers: Any) -> None:
     assertion.add_argument("--alg", choices=["ES384", "RS384"], default="ES384")
     assertion.add_argument("--token-url", help="default: BASE_URL/auth/token")
     assertion.add_argument("--practitioner", help="RPPS of the professional acting")
+    assertion.add_argument("--profession", help="their national profession code (e.g. 10)")
     assertion.set_defaults(func=cmd_assertion)

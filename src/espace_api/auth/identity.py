@@ -78,6 +78,9 @@ class Identity:
     practitioner: str | None = None
     token_id: str | None = None
     purpose: str | None = None
+    # The professional's national profession code (TRE_G15, e.g. 10 doctor), read by the
+    # profession matrix (access/matrix.py); None when the token does not say.
+    profession: str | None = None
 
     @property
     def scope_context(self) -> str:

@@ -28,6 +28,7 @@ from espace_api.storage.auth_repository import AuthRepository, ClientRow
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _PRACTITIONER = re.compile(r"^[A-Za-z0-9.:-]{1,64}$")
+_PROFESSION = re.compile(r"^[A-Za-z0-9]{1,16}$")  # a national profession code (TRE_G15)
 _JTI = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -104,6 +105,7 @@ class BuiltinIssuer:
         organization: str | None = None,
         practitioner: str | None = None,
         purpose: str | None = None,
+        profession: str | None = None,
         ttl_seconds: int | None = None,
     ) -> IssuedToken:
         """Sign an access token. Used by the token endpoint, the dev CLI and tests."""
@@ -126,6 +128,7 @@ class BuiltinIssuer:
             "organization": organization,
             "practitioner": practitioner,
             "purpose": purpose,
+            "profession": profession,
         }
         claims.update({k: v for k, v in optional.items() if v})
         token = await self.keys.sign(claims)
@@ -155,6 +158,11 @@ class BuiltinIssuer:
             not isinstance(practitioner, str) or not _PRACTITIONER.match(practitioner)
         ):
             raise OAuthError(400, "invalid_request", "practitioner claim is not an RPPS number")
+        profession = claims.get("profession") if practitioner else None
+        if profession is not None and (
+            not isinstance(profession, str) or not _PROFESSION.match(profession)
+        ):
+            raise OAuthError(400, "invalid_request", "profession claim is not a profession code")
         return await self.mint(
             kind="operator" if client.kind == "operator" else "system",
             subject=client.client_id,
@@ -162,6 +170,7 @@ class BuiltinIssuer:
             client_id=client.client_id,
             organization=client.organization,
             practitioner=practitioner,
+            profession=profession,
         )
 
     async def _check_assertion(

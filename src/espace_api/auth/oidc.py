@@ -47,6 +47,7 @@ class OidcProvider(BaseModel):
     ins_system: str | None = None
     subject_claim: str = "sub"
     practitioner_claim: str = "sub"
+    profession_claim: str = "profession"  # the national profession code (profession matrix)
     client_id_claim: str = "azp"
     timeout_seconds: float = Field(default=5.0, gt=0)
 
@@ -191,5 +192,7 @@ class OidcSource:
         if p.kind == "patient":
             return VerifiedToken(**common, ins=ins_claim(claims.get(p.ins_claim), p.ins_system))
         return VerifiedToken(
-            **common, practitioner=text_claim(claims, p.practitioner_claim, required=True)
+            **common,
+            practitioner=text_claim(claims, p.practitioner_claim, required=True),
+            profession=text_claim(claims, p.profession_claim),
         )

@@ -40,6 +40,7 @@ class VerifiedToken:
     practitioner: str | None = None
     token_id: str | None = None
     purpose: str | None = None
+    profession: str | None = None
 
 
 class TokenSource(Protocol):
@@ -121,4 +122,5 @@ class BuiltinSource:
             practitioner=text_claim(claims, "practitioner"),
             token_id=text_claim(claims, "jti"),
             purpose=text_claim(claims, "purpose"),
+            profession=text_claim(claims, "profession"),
         )

@@ -201,8 +201,9 @@ async def everything(ctx: Context, patient_id: str, params: list[tuple[str, str]
 def explained_identity(params: dict[str, str]) -> Identity:
     """The actor whose access is explained: `client` (software; with `practitioner` when it
     acts for a professional) or `practitioner` (a professional user), optional
-    `organization` (FINESS)."""
+    `organization` (FINESS) and `profession` (national profession code, profession matrix)."""
     client, practitioner = params.get("client"), params.get("practitioner")
+    profession = params.get("profession") if practitioner else None
     organization = params.get("organization")
     if organization and not organization.startswith("finess:"):
         organization = f"finess:{organization}"
@@ -213,10 +214,15 @@ def explained_identity(params: dict[str, str]) -> Identity:
             client_id=client,
             practitioner=practitioner,
             organization=organization,
+            profession=profession,
         )
     if practitioner:
         return Identity(
-            kind="user", subject=practitioner, practitioner=practitioner, organization=organization
+            kind="user",
+            subject=practitioner,
+            practitioner=practitioner,
+            organization=organization,
+            profession=profession,
         )
     raise FhirError.bad_request(
         "$explain needs the actor: practitioner=<RPPS> and/or client=<client id>",
@@ -263,6 +269,8 @@ async def explain(ctx: Context, type_name: str, id_: str, params: dict[str, str]
 
 def _describe(identity: Identity) -> str:
     keys = ", ".join(actors.identity_keys(identity)) or "no professional"
+    if identity.profession:
+        keys += f", profession {identity.profession}"
     if identity.kind == "system":
         return f"software {identity.client_id} ({keys})"
     return f"professional ({keys})"

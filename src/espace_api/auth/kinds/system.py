@@ -24,4 +24,5 @@ class SystemKind:
             practitioner=token.practitioner,
             token_id=token.token_id,
             purpose=token.purpose,
+            profession=token.profession if token.practitioner else None,  # a person's
         )

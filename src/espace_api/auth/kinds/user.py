@@ -5,8 +5,8 @@ from espace_api.auth.sources import VerifiedToken
 
 
 class UserKind:
-    """Professional users; what they may read is decided by the access policy (consent,
-    masking and the profession matrix come with later issues)."""
+    """Professional users; what they may read is decided by the access policy (care
+    relationship, masking, the profession matrix)."""
 
     name = "user"
 
@@ -21,4 +21,5 @@ class UserKind:
             practitioner=token.practitioner or token.subject,
             token_id=token.token_id,
             purpose=token.purpose,
+            profession=token.profession,
         )
