@@ -91,6 +91,9 @@ class BinaryContent(TypeBehaviour):
 class DocumentRules(TypeBehaviour):
     """DocumentReference: IHE MHD ITI-65 deposit rules (French PDSm profile)."""
 
+    # PDSm: archived documents are left out of searches that do not ask about isArchived.
+    default_search = (("isArchived:not", "true"),)
+
     async def replay(self, ctx: HookContext, rtype: ResourceType, body: Any) -> Result | None:
         """The existing document for a repeated deposit (same masterIdentifier, same content).
 
@@ -153,6 +156,9 @@ class DocumentRules(TypeBehaviour):
         rules.check_required(content, ctx.identity)
         rules.add_default_confidentiality(content)
         await rules.complete_attachments(ctx, await _store(ctx), content, event.patient_id)
+        previous = _json(event.previous)
+        if previous is not None and content.get("status") == "superseded":
+            rules.check_supersede_only(previous, content)
         return content
 
     async def after_write(self, ctx: HookContext, event: WriteEvent) -> None:

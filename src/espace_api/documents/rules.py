@@ -253,6 +253,27 @@ def stored_facts(content: dict[str, Any]) -> list[tuple[int, str]] | None:
     return facts
 
 
+# What a superseding write may differ in from the version it replaces (the DMP's replacement:
+# the old document is PUT with status=superseded and nothing else changed).
+_SUPERSEDE_FREE = frozenset({"id", "meta", "text", "status"})
+
+
+def check_supersede_only(previous: dict[str, Any], content: dict[str, Any]) -> None:
+    """422 `SUPERSEDE_CHANGES_OTHER` when a write setting `superseded` changes anything else."""
+    changed = sorted(
+        key
+        for key in (set(previous) | set(content)) - _SUPERSEDE_FREE
+        if previous.get(key) != content.get(key)
+    )
+    if changed:
+        raise FhirError.unprocessable(
+            "Superseding a document changes its status only; this write also changes "
+            + ", ".join(changed),
+            "SUPERSEDE_CHANGES_OTHER",
+            [f"DocumentReference.{key}" for key in changed],
+        )
+
+
 def replaced_targets(content: dict[str, Any]) -> list[str]:
     """Ids of the DocumentReferences this one `replaces`."""
     ids = []

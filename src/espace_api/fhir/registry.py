@@ -87,6 +87,17 @@ MHD_DESIGNATION_TYPE_URL = (
     "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-designationType"
 )
 MHD_SOURCE_ID_URL = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
+# French PDSm: an archived document or submission set (left out of default searches).
+PDSM_IS_ARCHIVED_URL = (
+    "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived"
+)
+IS_ARCHIVED = SearchParam(
+    "isArchived",
+    "token",
+    (),
+    "PDSm: archived (true) or not; documents: archived ones are left out unless asked for",
+    extension=(PDSM_IS_ARCHIVED_URL,),
+)
 
 IDENTIFIER = _p("identifier", "token", "identifier", doc="Business identifier (system|value)")
 ACTIVE = _p("active", "token", "active", doc="Whether the record is in active use")
@@ -139,6 +150,7 @@ REGISTRY: dict[str, ResourceType] = {
                 _p("contenttype", "token", "content.attachment.contentType"),
                 _p("creation", "date", "content.attachment.creation"),
                 _p("custodian", "reference", "custodian"),
+                IS_ARCHIVED,
                 _p(
                     "binary",
                     "reference",
@@ -257,6 +269,7 @@ REGISTRY: dict[str, ResourceType] = {
                     doc="IHE MHD: the SubmissionSet's source (sending system) identifier",
                 ),
                 _p("item", "reference", "entry.item", doc="A resource in the List"),
+                IS_ARCHIVED,
             ),
             compartment=("subject",),
             documentation="A curated list: an IHE MHD SubmissionSet or Folder (ITI-66).",

@@ -123,6 +123,9 @@ class TypeBehaviour:
     #: Set by subclasses that override `render`, so that types without redaction keep the
     #: read path free of any per-row call.
     renders: bool = False
+    #: Search parameters a type search gets when it names none of the same parameter, e.g.
+    #: archived documents left out unless the search asks about them.
+    default_search: tuple[tuple[str, str], ...] = ()
     #: Where the type's entries run within one phase of a transaction Bundle (lower first),
     #: e.g. content (Binary) before the documents whose attachments point at it.
     bundle_order: int = 0
@@ -149,6 +152,18 @@ class Behaviours:
     def bundle_order(self, type_name: str) -> int:
         """The type's rank within a transaction phase (lowest of its behaviours)."""
         return min((b.bundle_order for b in self.of(type_name)), default=0)
+
+    def default_search(
+        self, type_name: str, params: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """The type's default search parameters that `params` does not name."""
+        named = {k.partition(":")[0] for k, _ in params}
+        return [
+            (k, v)
+            for b in self.of(type_name)
+            for k, v in b.default_search
+            if k.partition(":")[0] not in named
+        ]
 
     def renders(self, type_name: str) -> bool:
         """Whether reads of this type go through a `render` hook."""

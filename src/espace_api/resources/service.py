@@ -384,13 +384,16 @@ async def search(
 ) -> Result:
     """Type search: a searchset Bundle with total and paging links."""
     policy.require_scope(ctx.identity, rtype, "s")
+    implied = ctx.behaviours.default_search(rtype.name, params)
     req = parse_search(
         rtype,
-        params,
+        [*params, *implied],
         strict=strict,
         default_count=ctx.settings.default_page_size,
         max_count=ctx.settings.max_page_size,
     )
+    if implied:  # applied, but not what the client asked: links and audit show the request
+        req.used = [u for u in req.used if u not in implied]
     return await run_search(ctx, req)
 
 
