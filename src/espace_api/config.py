@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     break_the_glass_minutes: int = Field(
         default=60, description="an emergency (break-the-glass) access lasts this long"
     )
+    emergency_call_centres: str = Field(
+        default="",
+        description="FINESS numbers (comma-separated) of the emergency call centres "
+        "(SAMU-Centre 15) whose professionals reach a space without a care relationship, "
+        "unless the patient opposed it",
+    )
     profession_matrix_file: str | None = Field(
         default=None,
         description="the profession matrix (JSON, see access/matrix.py); default: the example "

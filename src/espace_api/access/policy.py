@@ -15,7 +15,8 @@ Who sees what (docs/privacy.md):
   (`identifier=system|value`, at most `MAX_LOOKUP` values), and then only its projection.
 - a professional (`user` token, or `system` acting for a named professional): nothing of a
   space that blocks them or their organisation; otherwise what they deposited, plus, while a
-  care relationship or a break-the-glass access is active, the space's resources, except
+  care relationship or a break-the-glass access is active (or they work at an emergency call
+  centre and the patient has not opposed it), the space's resources, except
   documents masked from professionals (MASQUE_PS, or all documents masked), documents whose
   type the profession matrix keeps from their profession (access/matrix.py), the content of
   those documents, and the patient's own privacy choices (Consents other than their own). A
@@ -101,15 +102,18 @@ class Settings:
 
     invisible_patient_release: timedelta | None = None  # None: only a professional releases
     matrix: ProfessionMatrix | None = None  # None: no profession restricts document types
+    call_centres: frozenset[str] = frozenset()  # organisation keys (finess:<n>) of SAMU-C15
 
 
 def settings_from(app_settings: AppSettings) -> Settings:
     """The policy's settings from the application's (the matrix file is read once)."""
     days = app_settings.invisible_patient_release_days
     path = app_settings.profession_matrix_file
+    centres = (n.strip() for n in app_settings.emergency_call_centres.split(","))
     return Settings(
         invisible_patient_release=timedelta(days=days) if days > 0 else None,
         matrix=matrix.load(Path(path) if path else matrix.DEFAULT_PATH),
+        call_centres=frozenset(f"finess:{n.removeprefix('finess:')}" for n in centres if n),
     )
 
 
@@ -282,7 +286,16 @@ def _professional(
             not_(_rule_exists(c.patient_id, (v.OPPOSE_BTG,), None, now)),
         ),
     )
-    access = Rule("access", "the professional has access to this space", any_of=(care, btg))
+    samu = Rule(
+        "emergency-call-centre",
+        "the professional works at an emergency call centre (SAMU-Centre 15), and the patient "
+        "has not opposed its access",
+        and_(
+            true() if identity.organization in s.call_centres else false(),
+            not_(_rule_exists(c.patient_id, (v.OPPOSE_SAMU,), None, now)),
+        ),
+    )
+    access = Rule("access", "the professional has access to this space", any_of=(care, btg, samu))
     shared = _shared(identity, rtype, table, now, s.matrix)
     through = Rule("shared", "shared with this professional", all_of=(access, shared))
     ways = (author, through, *filter(None, [_patient_lookup(table, lookup)]))
