@@ -1,9 +1,14 @@
-"""French access rules: the emergency call centre (SAMU-Centre 15) and its opposition."""
+"""French access rules: the emergency call centre (SAMU-Centre 15) and its opposition; a
+minor's legal representatives."""
+
+from datetime import date, timedelta
 
 import pytest
 
+from espace_api.access.vocabulary import ROLE_CODE_SYSTEM
 from tests.support.auth import DOCTOR, bearer
-from tests.support.fhir import PRO_SCOPES, create, patient, privacy_consent
+from tests.support.clock import shifted
+from tests.support.fhir import INS_TEST, PRO_SCOPES, create, new_ins, patient, privacy_consent
 from tests.support.pdsm import DISCHARGE_LETTER, pdsm_bundle
 from tests.test_documents_deposit import send
 
@@ -18,6 +23,17 @@ def call_centres(app):
     app.state.settings = saved.model_copy(update={"emergency_call_centres": CALL_CENTRE})
     yield
     app.state.settings = saved
+
+
+def related(minor_id: str, code: str, ins: str) -> dict:
+    """A RelatedPerson of the minor's space naming a person by INS."""
+    return {
+        "resourceType": "RelatedPerson",
+        "patient": {"reference": f"Patient/{minor_id}"},
+        "identifier": [{"system": INS_TEST, "value": ins}],
+        "relationship": [{"coding": [{"system": ROLE_CODE_SYSTEM, "code": code}]}],
+        "name": [{"family": "Representant"}],
+    }
 
 
 async def professional_at(auth, rpps: str, finess: str) -> dict[str, str]:
@@ -57,3 +73,71 @@ async def test_the_call_centre_doctor_reaches_a_space_unless_opposed(client, aut
     r = await client.delete(f"/Consent/{opposition['id']}", headers=me)
     assert r.status_code in (200, 204)
     assert (await client.get(url, headers=regulator)).status_code == 200
+
+
+async def test_a_legal_representative_acts_for_a_minor_until_18(client, auth, app):
+    ops = await auth.operator()
+    today = date.today()
+    turns_18 = today + timedelta(days=30)
+    born = turns_18.replace(year=turns_18.year - 18)
+    minor = await create(client, ops, patient(family="Mineur", birthDate=born.isoformat()))
+    mother_ins = new_ins()
+    mother = await create(client, ops, patient(family="Mere", ins=mother_ins))
+    friend_ins = new_ins()
+    friend = await create(client, ops, patient(family="Ami", ins=friend_ins))
+    for code, ins in (("MTH", mother_ins), ("FRND", friend_ins)):
+        await create(client, ops, related(minor["id"], code, ins))
+    vendor = await auth.system("lgc-minor", VENDOR_SCOPES)
+    ids = {}
+    for labels in ((), ("INVISIBLE_REPRESENTANTS_LEGAUX",)):
+        bundle, _ = pdsm_bundle(minor["id"], DISCHARGE_LETTER, visibility=labels)
+        r = await send(client, vendor, bundle)
+        assert r.status_code == 200, r.text
+        entries = {e["resource"]["resourceType"]: e["resource"] for e in r.json()["entry"]}
+        ids[labels] = (entries["DocumentReference"]["id"], entries["Binary"]["id"])
+    shared, private = ids[()], ids[("INVISIBLE_REPRESENTANTS_LEGAUX",)]
+
+    async def reads(pid: str) -> dict[str, int]:
+        headers = await auth.patient(pid)
+        out = {}
+        for name, (doc, binary) in (("shared", shared), ("private", private)):
+            out[name] = (await client.get(f"/DocumentReference/{doc}", headers=headers)).status_code
+            out[name + "-content"] = (
+                await client.get(f"/Binary/{binary}", headers=headers)
+            ).status_code
+        found = await client.get(
+            "/DocumentReference", params={"patient": minor["id"]}, headers=headers
+        )
+        out["search"] = found.json().get("total", -1) if found.status_code == 200 else -1
+        return out
+
+    assert await reads(minor["id"]) == {
+        "shared": 200,
+        "shared-content": 200,
+        "private": 200,
+        "private-content": 200,
+        "search": 2,
+    }
+    assert await reads(mother["id"]) == {
+        "shared": 200,
+        "shared-content": 200,
+        "private": 404,
+        "private-content": 404,
+        "search": 1,
+    }
+    nothing = {
+        "shared": 404,
+        "shared-content": 404,
+        "private": 404,
+        "private-content": 404,
+        "search": 0,
+    }
+    assert await reads(friend["id"]) == nothing  # a friend is no legal representative
+    mother_headers = await auth.patient(mother["id"])
+    r = await client.get(f"/Patient/{minor['id']}", headers=mother_headers)
+    assert r.status_code == 200
+    with shifted(app, timedelta(days=29)):
+        assert (await reads(mother["id"]))["shared"] == 200
+    with shifted(app, timedelta(days=31)):  # the minor is 18: the access ends by itself
+        assert await reads(mother["id"]) == nothing
+        assert (await reads(minor["id"]))["search"] == 2

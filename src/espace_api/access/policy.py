@@ -29,7 +29,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, exists, false, not_, or_, true, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    exists,
+    false,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 
 from espace_api.access import actors, matrix
 from espace_api.access import vocabulary as v
@@ -41,6 +52,7 @@ from espace_api.db.schema import (
     patient_ins,
     resource_versions,
     resources,
+    search_date,
     search_reference,
 )
 from espace_api.db.schema import search_token as _search_token
@@ -63,6 +75,11 @@ _OWNER = resources.alias("pol_owner")
 _DOC = resources.alias("pol_doc")
 _DOC_REF = search_reference.alias("pol_doc_ref")
 _INS = patient_ins.alias("pol_ins")
+_REP = resources.alias("pol_rep")
+_REP_ROLE = _search_token.alias("pol_rep_role")
+_REP_ID = _search_token.alias("pol_rep_id")
+_REP_INS = patient_ins.alias("pol_rep_ins")
+_BIRTH = search_date.alias("pol_birth")
 
 #: An exact INS lookup: the (system, value) pairs a Patient search names.
 Lookup = tuple[tuple[str, str], ...]
@@ -217,29 +234,100 @@ def is_software(identity: Identity) -> bool:
     return identity.kind == "system" and not identity.practitioner
 
 
+def _minus_years(now: datetime, years: int) -> datetime:
+    try:
+        return now.replace(year=now.year - years)
+    except ValueError:  # 29 February
+        return now.replace(year=now.year - years, day=28)
+
+
+def _represents(identity: Identity, patient: Any, now: datetime) -> ColumnElement[bool]:
+    """The space's person is a minor whose legal representative is the caller: a
+    RelatedPerson of that space with a legal-representative relationship names one of the
+    caller's INS, and the person was born less than 18 years before `now`. An uncorrelated
+    `IN` (the caller's represented minors, found once), so that a patient's queries keep
+    using the patient_id indexes."""
+    if not identity.patient_id:
+        return false()
+    rp, role, rid, ins, birth = _REP, _REP_ROLE, _REP_ID, _REP_INS, _BIRTH
+    minors = select(rp.c.patient_id).where(
+        rp.c.resource_type == "RelatedPerson",
+        rp.c.deleted.is_(False),
+        role.c.resource_type == "RelatedPerson",
+        role.c.resource_id == rp.c.id,
+        role.c.param == "relationship",
+        role.c.system == v.ROLE_CODE_SYSTEM,
+        role.c.code.in_(v.LEGAL_REPRESENTATIVE_CODES),
+        rid.c.resource_type == "RelatedPerson",
+        rid.c.resource_id == rp.c.id,
+        rid.c.param == "identifier",
+        ins.c.patient_id == identity.patient_id,
+        ins.c.system == rid.c.system,
+        ins.c.value == rid.c.code,
+        birth.c.resource_type == "Patient",
+        birth.c.resource_id == rp.c.patient_id,
+        birth.c.param == "birthdate",
+        birth.c.low > _minus_years(now, v.AGE_OF_MAJORITY),
+    )
+    return patient.in_(minors)
+
+
 def _patient(
     identity: Identity, rtype: ResourceType, table: Table, now: datetime, s: Settings
 ) -> Rule:
     if not rtype.in_patient_compartment:
         return DIRECTORY
     c = table.c
+    mine = c.patient_id == identity.patient_id if identity.patient_id else false()
     own = Rule(
         "own-space",
-        "the resource belongs to the caller's own space",
-        c.patient_id == identity.patient_id if identity.patient_id else false(),
+        "the resource belongs to the caller's own space, or to the space of a minor they "
+        "legally represent (until the minor turns 18)",
+        any_of=(
+            Rule("self", "the caller's own space", mine),
+            Rule(
+                "legal-representative",
+                "the caller is the legal representative (a RelatedPerson of the space naming "
+                "their INS) of the space's person, who is under 18",
+                _represents(identity, c.patient_id, now),
+            ),
+        ),
     )
+
+    def hidden_from_representative(d: Any) -> ColumnElement[bool]:
+        return and_(
+            d.c.patient_id != identity.patient_id if identity.patient_id else true(),
+            _labelled(d.c.resource_type, d.c.id, v.INVISIBLE_REPRESENTANTS_LEGAUX),
+        )
+
     if rtype.name == DOCREF:
         announced = Rule(
             "announced",
             "the document is not labelled INVISIBLE_PATIENT (or has been released)",
             not_(_unannounced(c.resource_type, c.id, now, s)),
         )
-        return Rule("patient", "a patient sees their own space", all_of=(own, announced))
+        not_hidden = Rule(
+            "not-hidden-from-representatives",
+            "the caller's own document, or one not labelled INVISIBLE_REPRESENTANTS_LEGAUX",
+            not_(hidden_from_representative(table)),
+        )
+        return Rule(
+            "patient", "a patient sees their own space", all_of=(own, announced, not_hidden)
+        )
     if rtype.name == BINARY:
         announced = Rule(
             "content-announced",
-            "the content belongs to no document still hidden from the patient",
-            not_(_documents_of(table, lambda d: _unannounced(d.c.resource_type, d.c.id, now, s))),
+            "the content belongs to no document still hidden from the patient (or, for a "
+            "legal representative, labelled INVISIBLE_REPRESENTANTS_LEGAUX)",
+            not_(
+                _documents_of(
+                    table,
+                    lambda d: or_(
+                        _unannounced(d.c.resource_type, d.c.id, now, s),
+                        hidden_from_representative(d),
+                    ),
+                )
+            ),
         )
         return Rule("patient", "a patient sees their own space", all_of=(own, announced))
     return own

@@ -22,6 +22,12 @@ VISIBILITY_DISPLAY = {
     INVISIBLE_REPRESENTANTS_LEGAUX: "Non visible par les représentants légaux du patient",
 }
 
+# RelatedPerson.relationship codes (v3-RoleCode) that make a person a minor's legal
+# representative: guardian, parent, mother, father.
+ROLE_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+LEGAL_REPRESENTATIVE_CODES = frozenset({"GUARD", "PRN", "MTH", "FTH"})
+AGE_OF_MAJORITY = 18
+
 CONSENT_KIND_SYSTEM = "https://espace-api.org/fhir/CodeSystem/consent-kind"
 CARE_RELATIONSHIP = "care-relationship"  # a professional's access authorisation
 MASK = "mask"  # hide documents (listed in provision.data, or all) from professionals
