@@ -5,9 +5,10 @@ import copy
 import pytest
 
 from tests.support.auth import DOCTOR
-from tests.support.fhir import PRO_SCOPES, create, grant_care, patient, search
+from tests.support.fhir import INS_TEST, PRO_SCOPES, create, grant_care, new_ins, patient, search
 from tests.support.pdsm import DISCHARGE_LETTER, IMAGING_REPORT, LAB_REPORT, pdsm_bundle
 from tests.test_documents_deposit import footprint, send
+from tests.test_lifecycle import act, enrol_one, space_of
 
 VENDOR_SCOPES = "system/DocumentReference.crus system/Binary.crs system/Patient.s system/List.c"
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
@@ -149,3 +150,21 @@ async def test_archive_and_unarchive_by_patch(client, auth, pid, vendor):
     r = await client.patch(url, json=unarchive, headers={**mine, **JSON_PATCH})
     assert r.status_code == 200, r.text
     assert await listed() == sorted([doc["id"], other["id"]])
+
+
+async def test_a_vendor_reads_the_space_status_before_depositing(client, auth, vendor):
+    ins = new_ins()
+    pid, me = await enrol_one(client, auth, ins=ins)
+    await act(client, me, pid, "activate")
+    lookup = {"identifier": f"{INS_TEST}|{ins}"}
+    found = await search(client, vendor, "/Patient", **lookup)
+    assert space_of(found["entry"][0]["resource"])["status"] == "active"
+    assert (await act(client, me, pid, "close", reason="moving abroad")).status_code == 200
+    shown = space_of((await search(client, vendor, "/Patient", **lookup))["entry"][0]["resource"])
+    assert shown["status"] == "closed" and shown["closure-reason"] == "moving abroad"
+    assert shown["closed"] and shown["purge-after"] > shown["closed"]
+    bundle, _ = pdsm_bundle(pid, LAB_REPORT)
+    r = await send(client, vendor, bundle)
+    assert r.status_code == 422 and r.json()["issue"][0]["details"]["coding"][0]["code"] == (
+        "PATIENT_SPACE_CLOSED"
+    )
