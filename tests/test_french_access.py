@@ -5,7 +5,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from espace_api.access.vocabulary import ROLE_CODE_SYSTEM
+from espace_api.access.vocabulary import ROLE_CODE_SYSTEM, VISIBILITY_SYSTEM
 from tests.support.auth import DOCTOR, bearer
 from tests.support.clock import shifted
 from tests.support.fhir import INS_TEST, PRO_SCOPES, create, new_ins, patient, privacy_consent
@@ -14,6 +14,7 @@ from tests.test_documents_deposit import send
 
 VENDOR_SCOPES = "system/DocumentReference.crus system/Binary.crs system/Patient.s system/List.c"
 CALL_CENTRE = "750000001"
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 
 
 @pytest.fixture
@@ -136,8 +137,34 @@ async def test_a_legal_representative_acts_for_a_minor_until_18(client, auth, ap
     mother_headers = await auth.patient(mother["id"])
     r = await client.get(f"/Patient/{minor['id']}", headers=mother_headers)
     assert r.status_code == 200
+    # With the minor's rights: hide a document from professionals, record a Consent.
+    hide = [
+        {
+            "op": "add",
+            "path": "/securityLabel/-",
+            "value": {"coding": [{"system": VISIBILITY_SYSTEM, "code": "MASQUE_PS"}]},
+        }
+    ]
+    r = await client.patch(
+        f"/DocumentReference/{shared[0]}", json=hide, headers={**mother_headers, **JSON_PATCH}
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post(
+        "/Consent", json=privacy_consent(minor["id"], "oppose-btg"), headers=mother_headers
+    )
+    assert r.status_code == 201, r.text
+    friend_headers = await auth.patient(friend["id"])
+    r = await client.post(
+        "/Consent", json=privacy_consent(minor["id"], "oppose-btg"), headers=friend_headers
+    )
+    assert r.status_code == 403
     with shifted(app, timedelta(days=29)):
         assert (await reads(mother["id"]))["shared"] == 200
     with shifted(app, timedelta(days=31)):  # the minor is 18: the access ends by itself
         assert await reads(mother["id"]) == nothing
+        late = await auth.patient(mother["id"])
+        r = await client.post(
+            "/Consent", json=privacy_consent(minor["id"], "oppose-samu"), headers=late
+        )
+        assert r.status_code == 403
         assert (await reads(minor["id"]))["search"] == 2

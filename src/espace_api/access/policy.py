@@ -564,6 +564,14 @@ def visible(
     return decide(identity, rtype, table, now, settings, lookup).compile()
 
 
+def represented(identity: Identity, now: datetime) -> ColumnElement[bool] | None:
+    """For a patient, the condition on `resources` rows of Patients whose space they act for
+    as a legal representative (None for other callers)."""
+    if identity.kind != "patient" or not identity.patient_id:
+        return None
+    return _represents(identity, resources.c.id, now)
+
+
 def require_scope(identity: Identity, rtype: ResourceType, interaction: Interaction) -> None:
     """403 unless a granted scope covers this interaction on this type."""
     if not identity.allows(rtype.name, interaction):
@@ -598,12 +606,19 @@ def visible_any(
 
 
 def check_write(
-    identity: Identity, rtype: ResourceType, patient_id: str | None, content: dict[str, Any]
+    identity: Identity,
+    rtype: ResourceType,
+    patient_id: str | None,
+    content: dict[str, Any],
+    acting_for: str | None = None,
 ) -> None:
-    """Write rules that depend on the content: a patient writes only into their own space."""
+    """Write rules that depend on the content: a patient writes only into their own space,
+    or into the space of the minor they legally represent (`acting_for`, found by the
+    caller with `represented`)."""
     if identity.kind != "patient":
         return
-    if rtype.in_patient_compartment and patient_id != identity.patient_id:
+    spaces = {identity.patient_id, acting_for} - {None}
+    if rtype.in_patient_compartment and patient_id not in spaces:
         raise FhirError.forbidden(
             "A patient may only write resources of their own space", "OTHER_PATIENT"
         )
@@ -611,7 +626,7 @@ def check_write(
         raise FhirError.forbidden(f"Patients may not write {rtype.name}", "FORBIDDEN_TYPE")
     for ref in references_in(content):
         split = split_reference(ref["reference"])
-        if split and split[0] == "Patient" and split[1] != identity.patient_id:
+        if split and split[0] == "Patient" and split[1] not in spaces:
             raise FhirError.forbidden(
                 "A patient may not reference another patient", "OTHER_PATIENT"
             )

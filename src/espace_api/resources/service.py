@@ -161,12 +161,23 @@ async def _prepare(
     content["id"] = event.id
     content["meta"] = {**content.get("meta", {}), **meta_for(event.version_id, event.now)}
     patient_id = indexing.compartment_patient(rtype, content)
-    policy.check_write(ctx.identity, rtype, patient_id, content)
+    policy.check_write(ctx.identity, rtype, patient_id, content, await _acting_for(ctx, patient_id))
     if patient_id is not None and rtype.name != "Patient":
         event.patient = await existing_patient(ctx, patient_id)
     event.content, event.patient_id = content, patient_id
     event.content = await ctx.behaviours.before_write(ctx, event)
     return event
+
+
+async def _acting_for(ctx: Context, patient_id: str | None) -> str | None:
+    """`patient_id` when the caller (a patient) writes there as the legal representative."""
+    if patient_id is None or patient_id == ctx.identity.patient_id:
+        return None
+    condition = policy.represented(ctx.identity, ctx.now)
+    if condition is None:
+        return None
+    found = await repository.visible_ids(ctx.conn, "Patient", [patient_id], condition)
+    return patient_id if found else None
 
 
 async def existing_patient(ctx: Context, patient_id: str) -> StoredRow:
