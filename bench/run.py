@@ -1,7 +1,9 @@
 """`make bench`: start the server (uvicorn workers, own processes) and load it over loopback
 with concurrent httpx clients; print req/s and p50/p95/p99 per scenario.
 
-Scenarios (`--scenarios core,deposit,enrol,search`):
+Scenarios (`--scenarios limit,core,deposit,enrol,search`):
+- limit: espace-api's authenticated read by id against a bare FastAPI + asyncpg read of the
+  same row, both loaded by wrk (bench/limit.py); prints the ratio;
 - core: create Patients and DocumentReferences, read and search them;
 - deposit: IHE MHD ITI-65 transaction Bundles (DocumentReference + 50 KB PDF Binary) from
   16 concurrent vendors, each with its own machine token;
@@ -24,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from bench import db, documents, enrolment, loader, tokens
+from bench import db, documents, enrolment, limit, loader, tokens
 from bench.loader import INS, LOINC, TYPES
 from bench.stats import Report, header
 
@@ -34,7 +36,10 @@ def fresh_database() -> str:
     return db.database(f"espace_bench_{uuid.uuid4().hex[:8]}")
 
 
-def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_server(
+    url: str, port: int, workers: int, app: str = "espace_api.main:create_app"
+) -> subprocess.Popen[bytes]:
+    """uvicorn serving `app` (a factory) on `port`, once /healthz answers."""
     env = {**os.environ, "DATABASE_URL": url, "BASE_URL": f"http://127.0.0.1:{port}"}
     proc = subprocess.Popen(
         [
@@ -42,7 +47,7 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
             "-m",
             "uvicorn",
             "--factory",
-            "espace_api.main:create_app",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -251,6 +256,38 @@ def run_search(args: argparse.Namespace) -> list[Report]:
         server.wait(timeout=10)
 
 
+def run_limit(args: argparse.Namespace) -> list[str]:
+    """espace-api's authenticated read against the bare FastAPI + asyncpg read (wrk)."""
+    url = fresh_database()
+    port, bare_port = args.port + 3, args.port + 4
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(url, port, args.workers)
+    bare = start_server(url, bare_port, args.workers, app="bench.bare_app:create_app")
+    try:
+        (operator,) = tokens.mint_all(url, base, [tokens.operator()])
+        pid = asyncio.run(create_patients(base, operator, 1))[0]
+        (token,) = tokens.mint_all(url, base, [tokens.patient(pid)])
+        options = {"connections": args.connections, "seconds": int(args.seconds)}
+        floor = limit.wrk(
+            "read Patient: bare limit", f"http://127.0.0.1:{bare_port}/Patient/{pid}", **options
+        )
+        ours = limit.wrk(
+            "read Patient: patient token",
+            f"{base}/Patient/{pid}",
+            headers={"Authorization": f"Bearer {token}"},
+            **options,
+        )
+        return [
+            floor.line(),
+            ours.line(),
+            limit.ratio_line("authenticated read by id", ours, floor, 0.50),
+        ]
+    finally:
+        for proc in (server, bare):
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
 async def create_patients(base: str, token: str, n: int) -> list[str]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as c:
@@ -264,7 +301,7 @@ async def create_patients(base: str, token: str, n: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenarios", default="core,deposit,enrol,search")
+    parser.add_argument("--scenarios", default="limit,core,deposit,enrol,search")
     parser.add_argument("--resources", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15)
@@ -273,6 +310,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=1_000_000, help="search: loaded docs")
     parser.add_argument("--persons", type=int, default=100_000, help="enrol: persons")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--connections", type=int, default=32, help="limit: wrk connections")
     args = parser.parse_args()
     args.scenarios = set(args.scenarios.split(","))
     reports: list[Report] = []
@@ -281,9 +319,13 @@ def main() -> None:
     enrolled = run_enrolment(args) if "enrol" in args.scenarios else None
     if "search" in args.scenarios:
         reports += run_search(args)
+    limits = run_limit(args) if "limit" in args.scenarios else []
     print(header() + f"; {args.workers} uvicorn workers, {args.concurrency} concurrent clients")
     for report in reports:
         print(report.line())
+    if limits:
+        print(f"wrk -t1 -c{args.connections} -d{int(args.seconds)}s:")
+        print("\n".join(limits))
     if enrolled:
         print(enrolled)
 

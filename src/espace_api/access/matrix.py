@@ -21,7 +21,7 @@ class MatrixError(ValueError):
     """The matrix file is missing or malformed (the application refuses to start)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # loaded once per file: compared and hashed by identity
 class ProfessionMatrix:
     """The matrix as the policy reads it."""
 

@@ -560,8 +560,27 @@ def visible(
     lookup: Lookup | None = None,
 ) -> ColumnElement[bool]:
     """SQL predicate: rows of `rtype` in `table` (resources or resource_versions) this
-    identity may see at `now` (answering the exact Patient `lookup`, if any)."""
-    return decide(identity, rtype, table, now, settings, lookup).compile()
+    identity may see at `now` (answering the exact Patient `lookup`, if any).
+
+    Built once per identity, type, table and second: `now` is rounded up to the next whole
+    second, so a client's requests within one second share the predicate (a rule that
+    starts within that second is in force, one that ends within it is over; a right just
+    granted is seen at once). Nothing of the data is cached, only the condition."""
+    second = now.replace(microsecond=0)
+    if second != now:
+        second += timedelta(seconds=1)
+    key = (identity, rtype.name, table.name, second, settings, lookup)
+    found = _PREDICATES.get(key)
+    if found is None:
+        found = decide(identity, rtype, table, key[3], settings, lookup).compile()
+        if len(_PREDICATES) >= _PREDICATES_MAX:
+            _PREDICATES.pop(next(iter(_PREDICATES)))
+        _PREDICATES[key] = found
+    return found
+
+
+_PREDICATES: dict[tuple[Any, ...], ColumnElement[bool]] = {}
+_PREDICATES_MAX = 4096
 
 
 def represented(identity: Identity, now: datetime) -> ColumnElement[bool] | None:

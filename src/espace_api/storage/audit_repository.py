@@ -7,11 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import audit_events, resources
 
+_INSERT = insert(audit_events)  # one statement object: its cache key is computed once
+
 
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
     """Insert audit events (executemany form: the compiled statement is cached)."""
     if events:
-        await conn.execute(insert(audit_events), events)
+        await conn.execute(_INSERT, events)
 
 
 async def events_for_patient(

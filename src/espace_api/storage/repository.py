@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, Text, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import (
@@ -72,6 +83,25 @@ async def get_current(
     for_update: bool = False,
 ) -> StoredRow | None:
     """The current row (maybe a tombstone) if it exists and the policy lets it be seen."""
+    stmt = _read_statement(resource_type, policy, for_update)
+    m = (await conn.execute(stmt, {"read_id": id_})).first()
+    return _row(m, resource_type, id_) if m else None
+
+
+# Read statements per (type, policy predicate, FOR UPDATE), the id a bound parameter: the
+# policy module hands out one predicate object per caller and second, so a statement object
+# (and its SQLAlchemy cache key, computed once per object) serves all of that caller's reads.
+_READS: dict[tuple[str, int, bool], tuple[ColumnElement[bool], Select[Any]]] = {}
+_READS_MAX = 4096
+
+
+def _read_statement(
+    resource_type: str, policy: ColumnElement[bool], for_update: bool
+) -> Select[Any]:
+    key = (resource_type, id(policy), for_update)
+    hit = _READS.get(key)
+    if hit is not None and hit[0] is policy:
+        return hit[1]
     r = resources
     stmt = select(
         r.c.version_id,
@@ -80,11 +110,13 @@ async def get_current(
         r.c.patient_id,
         r.c.created_by,
         r.c.content.cast(Text).label("json"),
-    ).where(r.c.resource_type == resource_type, r.c.id == id_, policy)
+    ).where(r.c.resource_type == resource_type, r.c.id == bindparam("read_id"), policy)
     if for_update:
         stmt = stmt.with_for_update()
-    m = (await conn.execute(stmt)).first()
-    return _row(m, resource_type, id_) if m else None
+    if len(_READS) >= _READS_MAX:
+        _READS.pop(next(iter(_READS)))
+    _READS[key] = (policy, stmt)
+    return stmt
 
 
 async def exists_any(conn: AsyncConnection, resource_type: str, id_: str) -> bool:

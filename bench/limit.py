@@ -1,0 +1,78 @@
+"""The `limit` scenario: espace-api against the bare limit, in one run, loaded by wrk.
+
+Both servers run with the same number of uvicorn workers on the same database. wrk (one
+thread, C, so that the load generator leaves the cores to the servers) reads the same
+Patient row: espace-api as the patient (token verified, policy, audit row committed), the
+bare app (bench/bare_app.py) by primary key. Prints req/s, p50/p95/p99 and the ratio.
+"""
+
+import json
+import pathlib
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+REPORT_LUA = pathlib.Path(__file__).parent / "wrk" / "report.lua"
+
+
+@dataclass
+class WrkResult:
+    """One wrk run."""
+
+    name: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<28} {self.requests:>7} req  {self.rate:>8.1f} req/s  "
+            f"p50 {self.p50_ms:6.1f} ms  p95 {self.p95_ms:6.1f} ms  p99 {self.p99_ms:6.1f} ms  "
+            f"errors {self.errors}"
+        )
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk is missing: `make bench` installs it (apt-get install wrk)")
+    return path
+
+
+def wrk(
+    name: str,
+    url: str,
+    *,
+    connections: int,
+    seconds: int,
+    headers: dict[str, str] | None = None,
+    script: pathlib.Path = REPORT_LUA,
+) -> WrkResult:
+    """Run wrk against `url` and parse the JSON line the Lua script prints."""
+    cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script)]
+    for key, value in (headers or {}).items():
+        cmd += ["-H", f"{key}: {value}"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    data = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    return WrkResult(
+        name,
+        data["requests"],
+        data["duration_us"] / 1e6,
+        data["p50_us"] / 1000,
+        data["p95_us"] / 1000,
+        data["p99_us"] / 1000,
+        data["errors"],
+    )
+
+
+def ratio_line(what: str, ours: WrkResult, limit: WrkResult, target: float) -> str:
+    ratio = ours.rate / limit.rate if limit.rate else 0.0
+    verdict = "met" if ratio >= target else "NOT met"
+    return f"{what}: {ratio:.0%} of the bare limit (target {target:.0%}: {verdict})"
