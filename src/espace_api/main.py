@@ -14,6 +14,7 @@ from espace_api import __version__
 from espace_api.access import policy
 from espace_api.api import errors, fhir_routes
 from espace_api.api.access_log import AccessLog
+from espace_api.api.fast_read import FastRead
 from espace_api.audit import routes as audit_routes
 from espace_api.auth import routes as auth_routes
 from espace_api.auth import setup as auth_setup
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.settings = settings
     app.state.behaviours = behaviours()
+    app.add_middleware(FastRead)  # innermost: gzip, the 500 guard and the access log wrap it
     # Only when the client sends Accept-Encoding: gzip; FHIR JSON/XML only: document bytes
     # keep their Content-Length and Range semantics.
     app.add_middleware(

@@ -30,10 +30,15 @@ def outcome_response(status: int, body: dict, headers: dict[str, str] | None = N
     return Response(orjson.dumps(body), status, headers=headers, media_type=FHIR_JSON)
 
 
-async def _fhir_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, FhirError)
+async def refusal_response(request: Request, exc: FhirError) -> Response:
+    """A FhirError's OperationOutcome, the refusal audited (audit/refusals.py)."""
     await record_refusal(request, exc)
     return outcome_response(exc.status, exc.outcome(), exc.headers)
+
+
+async def _fhir_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return await refusal_response(request, exc)
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:

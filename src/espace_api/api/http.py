@@ -150,18 +150,32 @@ def to_response(result: Result, request: Request | None = None) -> Response:
 
 
 @asynccontextmanager
-async def context(request: Request, identity: Identity) -> AsyncIterator[Context]:
-    """A service Context inside one database transaction (committed on success)."""
+async def context(
+    request: Request, identity: Identity, *, autocommit: bool = False
+) -> AsyncIterator[Context]:
+    """A service Context inside one database transaction (committed on success); with
+    `autocommit`, each statement commits by itself (a read and its audit row: two round
+    trips instead of four, the audit row durable before the response)."""
     app = request.app
+    if autocommit:
+        async with app.state.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield Context(conn, identity, app.state.settings, app.state.clock, app.state.behaviours)
+        return
     async with app.state.engine.begin() as conn:
         yield Context(conn, identity, app.state.settings, app.state.clock, app.state.behaviours)
 
 
 async def run(
-    request: Request, identity: Identity, call: Callable[[Context], Awaitable[Result]]
+    request: Request,
+    identity: Identity,
+    call: Callable[[Context], Awaitable[Result]],
+    *,
+    autocommit: bool = False,
 ) -> Response:
-    """Run one service call in its own transaction and render the result."""
+    """Run one service call in its own transaction (or in autocommit: a read whose only
+    write is its audit row) and render the result."""
     check_accept(request)
-    async with context(request, identity) as ctx:
+    async with context(request, identity, autocommit=autocommit) as ctx:
         result = await call(ctx)
     return to_response(result, request)

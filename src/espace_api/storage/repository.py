@@ -30,6 +30,7 @@ from espace_api.db.schema import (
     search_token,
 )
 from espace_api.fhir.indexing import IndexRows
+from espace_api.storage import raw
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,24 @@ async def get_current(
 ) -> StoredRow | None:
     """The current row (maybe a tombstone) if it exists and the policy lets it be seen."""
     stmt = _read_statement(resource_type, policy, for_update)
-    m = (await conn.execute(stmt, {"read_id": id_})).first()
+    if for_update:  # inside the write's transaction, through SQLAlchemy
+        m = (await conn.execute(stmt, {"read_id": id_})).first()
+    else:
+        m = await raw.fetchrow(conn, stmt, {"read_id": id_})
+        m = _Fields(m) if m is not None else None
     return _row(m, resource_type, id_) if m else None
+
+
+class _Fields:
+    """Attribute access to an asyncpg Record's columns (as SQLAlchemy rows give)."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return self._record[name]
 
 
 # Read statements per (type, policy predicate, FOR UPDATE), the id a bound parameter: the
@@ -110,7 +127,9 @@ def _read_statement(
         r.c.patient_id,
         r.c.created_by,
         r.c.content.cast(Text).label("json"),
-    ).where(r.c.resource_type == resource_type, r.c.id == bindparam("read_id"), policy)
+    ).where(
+        r.c.resource_type == resource_type, r.c.id == bindparam("read_id", None, type_=Text), policy
+    )
     if for_update:
         stmt = stmt.with_for_update()
     if len(_READS) >= _READS_MAX:

@@ -1,0 +1,50 @@
+"""Hot statements run on the asyncpg connection itself, compiled once (issue 14).
+
+SQLAlchemy builds, caches and executes statements with a cost that showed in the read path's
+profile (cache keys, parameter processing, greenlet hops). A statement object that lives on
+(the repository keeps one per type and policy predicate) is compiled here once for the
+connection's dialect, with its constant parameters' values kept; each call binds the
+remaining parameters and runs the SQL with asyncpg, inside the SQLAlchemy connection's
+transaction when one has started, else on its own (autocommit).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """SQL text with positional parameters, their names, and the constant values."""
+
+    sql: str
+    names: tuple[str, ...]
+    values: dict[str, Any]
+
+
+_COMPILED: dict[int, tuple[Executable, Compiled]] = {}
+_MAX = 4096
+
+
+def compiled(stmt: Executable, conn: AsyncConnection) -> Compiled:
+    """`stmt` compiled for the connection's dialect (once per statement object)."""
+    hit = _COMPILED.get(id(stmt))
+    if hit is not None and hit[0] is stmt:
+        return hit[1]
+    c = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # type: ignore[attr-defined]
+    out = Compiled(str(c), tuple(c.positiontup or ()), dict(c.params))
+    if len(_COMPILED) >= _MAX:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[id(stmt)] = (stmt, out)
+    return out
+
+
+async def fetchrow(conn: AsyncConnection, stmt: Executable, params: dict[str, Any]) -> Any:
+    """The first row of `stmt` with `params` bound (an asyncpg Record), or None."""
+    c = compiled(stmt, conn)
+    args = [params[n] if n in params else c.values[n] for n in c.names]
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    return await driver.fetchrow(c.sql, *args)
