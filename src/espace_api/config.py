@@ -19,7 +19,11 @@ class Settings(BaseSettings):
     base_url: str = Field(
         default="http://127.0.0.1:8000", description="public base URL used in links"
     )
-    db_pool_size: int = 10
+    db_pool_size: int = Field(
+        default=20,
+        description="connections kept per worker (above it, overflow connections are opened "
+        "and closed per request, which the read profile showed as a cost)",
+    )
     db_max_overflow: int = 10
     max_body_bytes: int = Field(default=20 * 1024 * 1024, description="413 beyond this")
     default_page_size: int = 20

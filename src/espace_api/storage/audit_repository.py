@@ -2,17 +2,25 @@
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, true
+from sqlalchemy import ColumnElement, bindparam, func, insert, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import audit_events, resources
+from espace_api.storage import raw
 
 _INSERT = insert(audit_events)  # one statement object: its cache key is computed once
+# The same with every column a named parameter, for the raw (asyncpg) path.
+_INSERT_ALL = insert(audit_events).values({c.name: bindparam(c.name, None) for c in audit_events.c})
 
 
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
-    """Insert audit events (executemany form: the compiled statement is cached)."""
-    if events:
+    """Insert audit events. In autocommit (a read's audit row) straight through asyncpg;
+    inside a transaction through SQLAlchemy, so that the rows belong to it."""
+    if not events:
+        return
+    if raw.autocommit(conn):
+        await raw.execute_rows(conn, _INSERT_ALL, events)
+    else:
         await conn.execute(_INSERT, events)
 
 

@@ -41,6 +41,24 @@ def compiled(stmt: Executable, conn: AsyncConnection) -> Compiled:
     return out
 
 
+def autocommit(conn: AsyncConnection) -> bool:
+    """Whether each statement on `conn` commits by itself (AUTOCOMMIT isolation)."""
+    options = conn.sync_connection.get_execution_options() if conn.sync_connection else {}
+    return options.get("isolation_level") == "AUTOCOMMIT"
+
+
+async def execute_rows(conn: AsyncConnection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
+    """Run `stmt` once per row of named parameters (missing names: None)."""
+    c = compiled(stmt, conn)
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    args = [[row.get(n) for n in c.names] for row in rows]
+    if len(args) == 1:
+        await driver.execute(c.sql, *args[0])
+    else:
+        await driver.executemany(c.sql, args)
+
+
 async def fetchrow(conn: AsyncConnection, stmt: Executable, params: dict[str, Any]) -> Any:
     """The first row of `stmt` with `params` bound (an asyncpg Record), or None."""
     c = compiled(stmt, conn)
