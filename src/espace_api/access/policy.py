@@ -123,7 +123,22 @@ class Settings:
 
 
 def settings_from(app_settings: AppSettings) -> Settings:
-    """The policy's settings from the application's (the matrix file is read once)."""
+    """The policy's settings from the application's (the matrix file is read once; the
+    result is kept per application settings object)."""
+    hit = _SETTINGS.get(id(app_settings))
+    if hit is not None and hit[0] is app_settings:
+        return hit[1]
+    made = _settings_from(app_settings)
+    if len(_SETTINGS) >= 64:
+        _SETTINGS.clear()
+    _SETTINGS[id(app_settings)] = (app_settings, made)
+    return made
+
+
+_SETTINGS: dict[int, tuple[AppSettings, Settings]] = {}
+
+
+def _settings_from(app_settings: AppSettings) -> Settings:
     days = app_settings.invisible_patient_release_days
     path = app_settings.profession_matrix_file
     centres = (n.strip() for n in app_settings.emergency_call_centres.split(","))
@@ -569,17 +584,20 @@ def visible(
     second = now.replace(microsecond=0)
     if second != now:
         second += timedelta(seconds=1)
-    key = (identity, rtype.name, table.name, second, settings, lookup)
-    found = _PREDICATES.get(key)
-    if found is None:
-        found = decide(identity, rtype, table, key[3], settings, lookup).compile()
-        if len(_PREDICATES) >= _PREDICATES_MAX:
-            _PREDICATES.pop(next(iter(_PREDICATES)))
-        _PREDICATES[key] = found
+    # The authenticator hands out one Identity object per token: key by that object (kept
+    # in the entry and compared), not by hashing the whole frozen dataclass each time.
+    key = (id(identity), rtype.name, table.name, second, settings, lookup)
+    hit = _PREDICATES.get(key)
+    if hit is not None and hit[0] is identity:
+        return hit[1]
+    found = decide(identity, rtype, table, second, settings, lookup).compile()
+    if len(_PREDICATES) >= _PREDICATES_MAX:
+        _PREDICATES.pop(next(iter(_PREDICATES)))
+    _PREDICATES[key] = (identity, found)
     return found
 
 
-_PREDICATES: dict[tuple[Any, ...], ColumnElement[bool]] = {}
+_PREDICATES: dict[tuple[Any, ...], tuple[Identity, ColumnElement[bool]]] = {}
 _PREDICATES_MAX = 4096
 
 

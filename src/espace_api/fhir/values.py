@@ -71,3 +71,16 @@ def split_reference(reference: str) -> tuple[str | None, str] | None:
     if len(parts) == 1 and parts[0]:
         return None, parts[0]
     return None
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(dt: datetime) -> str:
+    """RFC 9110 HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) of an aware datetime."""
+    u = dt.astimezone(UTC)
+    return (
+        f"{_DAYS[u.weekday()]}, {u.day:02d} {_MONTHS[u.month - 1]} {u.year:04d} "
+        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d} GMT"
+    )

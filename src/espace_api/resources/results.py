@@ -2,9 +2,8 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import format_datetime
 
-from espace_api.fhir.values import format_instant
+from espace_api.fhir.values import format_instant, http_date
 
 
 @dataclass
@@ -31,7 +30,7 @@ def version_headers(
     if result.version_id is not None:
         result.headers["ETag"] = f'W/"{result.version_id}"'
     if result.last_updated is not None:
-        result.headers["Last-Modified"] = format_datetime(result.last_updated, usegmt=True)
+        result.headers["Last-Modified"] = http_date(result.last_updated)
     if location or content_location:
         url = f"{base_url}/{result.resource_type}/{result.id}/_history/{result.version_id}"
         result.headers["Location" if location else "Content-Location"] = url

@@ -50,8 +50,7 @@ def autocommit(conn: AsyncConnection) -> bool:
 async def execute_rows(conn: AsyncConnection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
     """Run `stmt` once per row of named parameters (missing names: None)."""
     c = compiled(stmt, conn)
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
+    driver = _driver(conn)
     args = [[row.get(n) for n in c.names] for row in rows]
     if len(args) == 1:
         await driver.execute(c.sql, *args[0])
@@ -63,6 +62,13 @@ async def fetchrow(conn: AsyncConnection, stmt: Executable, params: dict[str, An
     """The first row of `stmt` with `params` bound (an asyncpg Record), or None."""
     c = compiled(stmt, conn)
     args = [params[n] if n in params else c.values[n] for n in c.names]
-    driver = (await conn.get_raw_connection()).driver_connection
+    return await _driver(conn).fetchrow(c.sql, *args)
+
+
+def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a started AsyncConnection (no await, no greenlet)."""
+    sync = conn.sync_connection
+    assert sync is not None, "the AsyncConnection has not started"
+    driver = sync.connection.driver_connection
     assert driver is not None
-    return await driver.fetchrow(c.sql, *args)
+    return driver
