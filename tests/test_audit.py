@@ -1,5 +1,7 @@
 """Every read of health data leaves an audit event naming the patient, who, and how."""
 
+import asyncio
+
 from sqlalchemy import select
 
 from espace_api.db.schema import audit_events
@@ -93,3 +95,19 @@ async def test_writes_are_audited_with_the_depositing_client(client, auth, app):
     last = (await events(app, pid))[-1]
     assert (last["action"], last["subtype"]) == ("C", "create")
     assert last["client_id"] == "lgc-audit" and last["agent_kind"] == "system"
+
+
+async def test_concurrent_reads_each_leave_their_row(client, auth, app):
+    """Reads' audit rows are group-committed: every one of many concurrent reads has its
+    row, written before its response."""
+    ops = await auth.operator()
+    pid = (await create(client, ops, patient(family="Burst")))["id"]
+    me = await auth.patient(pid)
+    before = len(await events(app, pid))
+    responses = await asyncio.gather(
+        *(client.get(f"/Patient/{pid}", headers=me) for _ in range(40))
+    )
+    assert {r.status_code for r in responses} == {200}
+    reads = [e for e in (await events(app, pid))[before:] if e["subtype"] == "read"]
+    assert len(reads) == 40
+    assert len({e["id"] for e in reads}) == 40

@@ -6,7 +6,7 @@ from sqlalchemy import ColumnElement, bindparam, func, insert, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import audit_events, resources
-from espace_api.storage import raw
+from espace_api.storage import audit_writer, raw
 
 _INSERT = insert(audit_events)  # one statement object: its cache key is computed once
 # The same with every column a named parameter, for the raw (asyncpg) path.
@@ -14,12 +14,13 @@ _INSERT_ALL = insert(audit_events).values({c.name: bindparam(c.name, None) for c
 
 
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
-    """Insert audit events. In autocommit (a read's audit row) straight through asyncpg;
-    inside a transaction through SQLAlchemy, so that the rows belong to it."""
+    """Insert audit events. In autocommit (a read's audit row) by group commit with the
+    rows of concurrent requests (storage/audit_writer.py); inside a transaction through
+    SQLAlchemy, so that the rows belong to it."""
     if not events:
         return
     if raw.autocommit(conn):
-        await raw.execute_rows(conn, _INSERT_ALL, events)
+        await audit_writer.writer_for(conn.engine, _INSERT_ALL).write(conn, events)
     else:
         await conn.execute(_INSERT, events)
 
