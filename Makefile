@@ -41,7 +41,10 @@ format: install
 openapi: install ## regenerate the committed OpenAPI spec
 	$(BIN)/espace-api openapi --output openapi/openapi.json
 
-bench: install ## load benchmark: req/s and p50/p95/p99
+bench: install ## load benchmark: req/s and p50/p95/p99 (wrk from Debian when missing)
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y wrk >/dev/null || \
+		echo "wrk could not be installed: the wrk scenarios will stop"; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 sweep: install ## delete document content no committed metadata references (after the grace period)

@@ -35,3 +35,20 @@ def database(name: str) -> str:
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     return url
+
+
+def drop(url: str) -> None:
+    """Drop the database of `url` (a fresh bench database, once its scenario is over)."""
+    name = make_url(url).database
+    admin = (
+        make_url(server_url()).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+
+    async def run() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())

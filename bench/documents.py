@@ -3,10 +3,12 @@ pre-loaded with bench.loader (1 million DocumentReferences for 100,000 patients)
 
 import base64
 import hashlib
+import json
 import os
 import random
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -111,3 +113,76 @@ def search_call(patients: int, token: str):  # type: ignore[no-untyped-def]
 
 def errors_of(report: Report) -> str:
     return "" if not report.errors else f" ({report.errors} errors)"
+
+
+def deposit_template() -> str:
+    """An ITI-65 Bundle (one line of JSON) for bench/wrk/requests.lua: a ~50 KB PDF whose
+    bytes 15..27 are the request counter ({{N64}}: no two deposits share content), a
+    masterIdentifier from the counter, and the patient picked per request ({{PID}})."""
+    head = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"  # 15 bytes: the slot starts on a base64 boundary
+    rest = os.urandom(PDF_SIZE - len(head) - 12 - 6) + b"\n%%EOF"
+    data = base64.b64encode(head).decode() + "{{N64}}" + base64.b64encode(rest).decode()
+    code = TYPES[0]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001",
+                "resource": {
+                    "resourceType": "DocumentReference",
+                    "masterIdentifier": {
+                        "system": "urn:ietf:rfc:3986",
+                        "value": "urn:oid:1.2.250.1.999.{{N}}",
+                    },
+                    "status": "current",
+                    "type": {"coding": [{"system": LOINC, "code": code}]},
+                    "category": [{"coding": [{"system": LOINC, "code": code}]}],
+                    "subject": {"reference": "Patient/{{PID}}"},
+                    "date": "2024-06-01T09:30:00Z",
+                    "author": [{"reference": "Practitioner/rpps-10001"}],
+                    "custodian": {"reference": "Organization/finess-123456789"},
+                    "content": [
+                        {
+                            "attachment": {
+                                "contentType": "application/pdf",
+                                "url": "urn:uuid:00000000-0000-4000-8000-000000000002",
+                                "title": "Compte rendu",
+                            }
+                        }
+                    ],
+                    "context": {"period": {"start": "2024-06-01"}},
+                },
+                "request": {"method": "POST", "url": "DocumentReference"},
+            },
+            {
+                "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000002",
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/pdf",
+                    "securityContext": {"reference": "Patient/{{PID}}"},
+                    "data": data,
+                },
+                "request": {"method": "POST", "url": "Binary"},
+            },
+        ],
+    }
+    return json.dumps(bundle, separators=(",", ":"))
+
+
+def search_targets(patients: int, n: int = 2000) -> list[str]:
+    """ITI-67 request targets as search_call sends them (by id, or by INS + type)."""
+    out = []
+    for i in range(n):
+        k = random.randrange(patients)
+        if i % 2:
+            query = {"patient": loaded_patient_id(k), "_sort": "-date"}
+        else:
+            query = {
+                "patient.identifier": f"{INS}|{patient_ins(k)}",
+                "type": f"{LOINC}|{random.choice(TYPES)}",
+                "status": "current",
+                "_sort": "-date",
+            }
+        out.append("/DocumentReference?" + urlencode(query))
+    return out

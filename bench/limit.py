@@ -7,12 +7,15 @@ bare app (bench/bare_app.py) by primary key. Prints req/s, p50/p95/p99 and the r
 """
 
 import json
+import os
 import pathlib
 import shutil
 import subprocess
 from dataclasses import dataclass
 
-REPORT_LUA = pathlib.Path(__file__).parent / "wrk" / "report.lua"
+HERE = pathlib.Path(__file__).parent
+REPORT_LUA = HERE / "wrk" / "report.lua"
+REQUESTS_LUA = HERE / "wrk" / "requests.lua"
 
 
 @dataclass
@@ -46,6 +49,24 @@ def require_wrk() -> str:
     return path
 
 
+def requests_file(
+    path: pathlib.Path,
+    requests: list[tuple[str, str, str, str]],
+    *,
+    tokens: list[str] = (),  # type: ignore[assignment]
+    patients: list[str] = (),  # type: ignore[assignment]
+) -> pathlib.Path:
+    """Write the request templates bench/wrk/requests.lua cycles through."""
+    with path.open("w") as out:
+        if tokens:
+            out.write("TOKENS\t" + "\t".join(tokens) + "\n")
+        if patients:
+            out.write("PATIENTS\t" + "\t".join(patients) + "\n")
+        for method, target, token, body in requests:
+            out.write(f"{method}\t{target}\t{token}\t{body}\n")
+    return path
+
+
 def wrk(
     name: str,
     url: str,
@@ -53,13 +74,18 @@ def wrk(
     connections: int,
     seconds: int,
     headers: dict[str, str] | None = None,
-    script: pathlib.Path = REPORT_LUA,
+    requests: pathlib.Path | None = None,
 ) -> WrkResult:
-    """Run wrk against `url` and parse the JSON line the Lua script prints."""
+    """Run wrk against `url` (or the request templates of `requests`) and parse the JSON
+    line the Lua script prints."""
+    script = REQUESTS_LUA if requests is not None else REPORT_LUA
     cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script)]
     for key, value in (headers or {}).items():
         cmd += ["-H", f"{key}: {value}"]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "REQUESTS_FILE": str(requests)} if requests is not None else None
+    out = subprocess.run(
+        [*cmd, url], capture_output=True, text=True, check=True, env=env, cwd=HERE.parent
+    ).stdout
     data = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
     return WrkResult(
         name,
@@ -76,3 +102,8 @@ def ratio_line(what: str, ours: WrkResult, limit: WrkResult, target: float) -> s
     ratio = ours.rate / limit.rate if limit.rate else 0.0
     verdict = "met" if ratio >= target else "NOT met"
     return f"{what}: {ratio:.0%} of the bare limit (target {target:.0%}: {verdict})"
+
+
+def floor_line(what: str, result: WrkResult, per_second: float) -> str:
+    verdict = "met" if result.rate >= per_second and not result.errors else "NOT met"
+    return f"{what}: {result.rate:.0f}/s (target {per_second:.0f}/s, no errors: {verdict})"

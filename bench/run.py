@@ -16,10 +16,14 @@ Uses DATABASE_URL's server or an embedded Postgres.
 
 import argparse
 import asyncio
+import json
 import os
+import pathlib
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -229,6 +233,7 @@ def run_core_and_deposit(args: argparse.Namespace) -> list[Report]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        db.drop(url)
 
 
 def run_enrolment(args: argparse.Namespace) -> str:
@@ -241,19 +246,46 @@ def run_enrolment(args: argparse.Namespace) -> str:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        db.drop(url)
 
 
-def run_search(args: argparse.Namespace) -> list[Report]:
+def run_search(args: argparse.Namespace) -> tuple[list[Report], list[str]]:
+    """ITI-67 on the loaded database: httpx clients (as before), then wrk beside the bare
+    read of a loaded Patient, for the ratio."""
     url = loader.database_for(args.documents)
     asyncio.run(loader.load(url, args.patients, args.documents))
     base = f"http://127.0.0.1:{args.port + 1}"
+    bare_port = args.port + 5
     server = start_server(url, args.port + 1, args.workers)
+    bare = start_server(url, bare_port, args.workers, app="bench.bare_app:create_app")
     try:
         (token,) = tokens.mint_all(url, base, [tokens.professional()])
-        return asyncio.run(search_scenario(base, args, token))
+        reports = asyncio.run(search_scenario(base, args, token))
+        work = pathlib.Path(tempfile.mkdtemp(prefix="espace-bench-"))
+        searches = limit.requests_file(
+            work / "searches.tsv",
+            [("GET", target, token, "") for target in documents.search_targets(args.patients)],
+        )
+        options = {"connections": args.connections, "seconds": int(args.seconds)}
+        floor = limit.wrk(
+            "read Patient: bare limit",
+            f"http://127.0.0.1:{bare_port}/Patient/{loader.patient_id(0)}",
+            **options,
+        )
+        found = limit.wrk(
+            f"search ITI-67 {args.documents // 1000}k docs", base, requests=searches, **options
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        return reports, [
+            floor.line(),
+            found.line(),
+            limit.ratio_line("ITI-67 search by patient (+type)", found, floor, 0.35)
+            + f"; p95 {found.p95_ms:.1f} ms (target 25 ms)",
+        ]
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        for proc in (server, bare):
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def run_limit(args: argparse.Namespace) -> list[str]:
@@ -277,15 +309,48 @@ def run_limit(args: argparse.Namespace) -> list[str]:
             headers={"Authorization": f"Bearer {token}"},
             **options,
         )
-        return [
+        lines = [
             floor.line(),
             ours.line(),
             limit.ratio_line("authenticated read by id", ours, floor, 0.50),
         ]
+        work = pathlib.Path(tempfile.mkdtemp(prefix="espace-bench-"))
+        run_id = f"{random.randrange(10, 99)}"
+        body = json.dumps(
+            {
+                "resourceType": "Patient",
+                "identifier": [{"system": INS, "value": f"9{run_id}{{{{N}}}}"}],
+                "name": [{"family": "Bench", "given": ["Alex"]}],
+                "birthDate": "1980-05-17",
+            },
+            separators=(",", ":"),
+        )
+        creates = limit.requests_file(work / "creates.tsv", [("POST", "/Patient", operator, body)])
+        made = limit.wrk("create Patient: operator", base, requests=creates, **options)
+        lines += [made.line(), limit.floor_line("creates", made, 600)]
+        patients = asyncio.run(create_patients(base, operator, 200))
+        vendors = tokens.mint_all(url, base, [tokens.vendor(i) for i in range(16)])
+        deposits = limit.requests_file(
+            work / "deposits.tsv",
+            [("POST", "/", "", documents.deposit_template())],
+            tokens=vendors,
+            patients=patients,
+        )
+        sent = limit.wrk(
+            "deposit ITI-65 50 KB x16 vendors",
+            base,
+            requests=deposits,
+            connections=16,
+            seconds=int(args.seconds),
+        )
+        lines += [sent.line(), limit.floor_line("ITI-65 deposits", sent, 400)]
+        shutil.rmtree(work, ignore_errors=True)
+        return lines
     finally:
         for proc in (server, bare):
             proc.terminate()
             proc.wait(timeout=10)
+        db.drop(url)
 
 
 async def create_patients(base: str, token: str, n: int) -> list[str]:
@@ -317,9 +382,11 @@ def main() -> None:
     if args.scenarios & {"core", "deposit"}:
         reports += run_core_and_deposit(args)
     enrolled = run_enrolment(args) if "enrol" in args.scenarios else None
-    if "search" in args.scenarios:
-        reports += run_search(args)
     limits = run_limit(args) if "limit" in args.scenarios else []
+    if "search" in args.scenarios:
+        found, searched = run_search(args)
+        reports += found
+        limits += searched
     print(header() + f"; {args.workers} uvicorn workers, {args.concurrency} concurrent clients")
     for report in reports:
         print(report.line())

@@ -42,6 +42,7 @@ def professional() -> dict[str, Any]:
         "kind": "user",
         "subject": "rpps-10001",
         "practitioner": "rpps-10001",
+        "profession": "10",  # a doctor: the profession matrix lets them read every type
         "scope": "user/*.rs",
     }
 

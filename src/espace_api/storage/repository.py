@@ -306,10 +306,15 @@ async def history(
 async def run_search(
     conn: AsyncConnection, page: Select, count: Select | None
 ) -> tuple[list[tuple[str, str, str | None]], int | None]:
-    """Execute compiled search statements: [(id, json, patient_id)], total."""
-    rows = [(m[0], m[1], m[2]) for m in await conn.execute(page)]
-    total = (await conn.execute(count)).scalar_one() if count is not None else None
-    return rows, total
+    """Execute compiled search statements: [(id, json, patient_id)], total. The total comes
+    with the page (a window count over the matches, one query and one plan), and from the
+    count query only when the page is empty."""
+    if count is None:
+        return [(m[0], m[1], m[2]) for m in await conn.execute(page)], None
+    found = list(await conn.execute(page.add_columns(func.count().over())))
+    if found:
+        return [(m[0], m[1], m[2]) for m in found], found[0][3]
+    return [], (await conn.execute(count)).scalar_one()
 
 
 async def patients_of(conn: AsyncConnection, page: Select, limit: int) -> list[str | None]:
