@@ -584,20 +584,21 @@ def visible(
     second = now.replace(microsecond=0)
     if second != now:
         second += timedelta(seconds=1)
-    # The authenticator hands out one Identity object per token: key by that object (kept
-    # in the entry and compared), not by hashing the whole frozen dataclass each time.
-    key = (id(identity), rtype.name, table.name, second, settings, lookup)
+    # Keyed by the objects themselves (kept in the entry and compared): the authenticator
+    # hands out one Identity per token, and the predicate is bound to this very table or
+    # alias (a predicate built for another alias of the same name would not correlate).
+    key = (id(identity), rtype.name, id(table), second, settings, lookup)
     hit = _PREDICATES.get(key)
-    if hit is not None and hit[0] is identity:
-        return hit[1]
+    if hit is not None and hit[0] is identity and hit[1] is table:
+        return hit[2]
     found = decide(identity, rtype, table, second, settings, lookup).compile()
     if len(_PREDICATES) >= _PREDICATES_MAX:
         _PREDICATES.pop(next(iter(_PREDICATES)))
-    _PREDICATES[key] = (identity, found)
+    _PREDICATES[key] = (identity, table, found)
     return found
 
 
-_PREDICATES: dict[tuple[Any, ...], tuple[Identity, ColumnElement[bool]]] = {}
+_PREDICATES: dict[tuple[Any, ...], tuple[Identity, Table, ColumnElement[bool]]] = {}
 _PREDICATES_MAX = 4096
 
 
