@@ -290,24 +290,31 @@ def where_clause(
     return and_(
         r.c.resource_type == req.rtype.name,
         r.c.deleted.is_(False),
-        *(
-            clause
-            for c in req.criteria
-            if (clause := _compartment_clause(r, req.rtype, c, type_policy)) is not None
-        ),
         policy,
-        *(criterion_clause(r, c, type_policy) for c in req.criteria),
+        *(_criterion_or_compartment(r, req.rtype, c, type_policy) for c in req.criteria),
     )
+
+
+def _criterion_or_compartment(
+    r: Table, rtype: ResourceType, crit: Criterion, type_policy: TypePolicy | None
+) -> ColumnElement[bool]:
+    clause = _compartment_clause(r, rtype, crit, type_policy)
+    return clause if clause is not None else criterion_clause(r, crit, type_policy)
+
+
+_CHAIN_PATIENT = resources.alias("chain_patient")
 
 
 def _compartment_clause(
     r: Table, rtype: ResourceType, crit: Criterion, type_policy: TypePolicy | None
 ) -> ColumnElement[bool] | None:
-    """For a criterion on the reference that puts the resource in a patient's compartment
-    (DocumentReference `patient`/`subject` ...), the same condition on `patient_id`, which
-    the criterion implies. It gives the planner the resources' patient index, and keeps the
-    plan good when Postgres plans without the values (a prepared statement's generic plan
-    otherwise starts from the most common document type)."""
+    """A criterion on the reference that puts the resource in a patient's compartment
+    (DocumentReference `patient`/`subject` ...) as the same condition on `patient_id` (the
+    compartment is that reference), or None for any other criterion. It uses the
+    resources' patient index, and keeps the plan good when Postgres plans without the values
+    (a prepared statement's generic plan otherwise starts from the most common document
+    type). A chained Patient criterion uses one fixed alias, so that the Patient policy
+    predicate built for it is reused (access/policy.visible)."""
     if (
         crit.param.type != "reference"
         or crit.has_type is not None
@@ -318,7 +325,7 @@ def _compartment_clause(
     if crit.chain is not None:
         if crit.chain_type is None or crit.chain_type.name != "Patient":
             return None
-        target = _alias(resources)
+        target = _CHAIN_PATIENT
         inner = and_(
             *_live(target, crit.chain_type, type_policy),
             criterion_clause(target, crit.chain, type_policy),
