@@ -11,6 +11,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 HERE = pathlib.Path(__file__).parent
@@ -53,8 +54,8 @@ def requests_file(
     path: pathlib.Path,
     requests: list[tuple[str, str, str, str]],
     *,
-    tokens: list[str] = (),  # type: ignore[assignment]
-    patients: list[str] = (),  # type: ignore[assignment]
+    tokens: Sequence[str] = (),
+    patients: Sequence[str] = (),
 ) -> pathlib.Path:
     """Write the request templates bench/wrk/requests.lua cycles through."""
     with path.open("w") as out:
