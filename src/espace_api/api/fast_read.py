@@ -55,7 +55,7 @@ _SEARCH_ROUTES = {
 
 
 class FastRead:
-    """Pure ASGI middleware answering `GET /{Type}/{id}` (see the module docstring)."""
+    """Pure ASGI middleware answering `GET /{Type}/{id}` and `GET /{Type}?...`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
