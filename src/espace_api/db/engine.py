@@ -1,5 +1,6 @@
 """Async engine creation from settings."""
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from espace_api.config import Settings
@@ -22,4 +23,9 @@ def make_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=False,
+        json_serializer=_json,  # JSONB parameters (resource content) with orjson
     )
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()

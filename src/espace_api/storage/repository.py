@@ -166,6 +166,12 @@ async def get_version(
     return _row(m, resource_type, id_) if m else None
 
 
+# Statement objects made once: SQLAlchemy computes their cache key once (the write path's
+# profile showed statement building and cache keys as its largest cost).
+_INSERT_RESOURCE = insert(resources)
+_INSERT_VERSION = insert(resource_versions)
+
+
 async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows | None) -> None:
     """Insert or replace the current row, append history, and rewrite the indexes."""
     values = {
@@ -177,12 +183,9 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
     }
     if new.version_id == 1:
         await conn.execute(
-            insert(resources).values(
-                resource_type=new.resource_type,
-                id=new.id,
-                created_by=new.created_by,
-                **values,
-            )
+            _INSERT_RESOURCE,
+            {"resource_type": new.resource_type, "id": new.id, "created_by": new.created_by}
+            | values,
         )
     else:
         await conn.execute(
@@ -192,9 +195,8 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
         )
         await delete_indexes(conn, new.resource_type, new.id)
     await conn.execute(
-        insert(resource_versions).values(
-            resource_type=new.resource_type, id=new.id, method=new.method, **values
-        )
+        _INSERT_VERSION,
+        {"resource_type": new.resource_type, "id": new.id, "method": new.method} | values,
     )
     if index is not None:
         await insert_indexes(conn, new.resource_type, new.id, new.patient_id, index)
@@ -206,6 +208,7 @@ SEARCH_INDEX_TABLES: tuple[Table, ...] = (
     search_date,
     search_reference,
 )
+_INSERT_INDEX = {table.name: insert(table) for table in SEARCH_INDEX_TABLES}
 
 
 async def delete_indexes(conn: AsyncConnection, resource_type: str, id_: str) -> None:
@@ -248,7 +251,7 @@ async def insert_indexes(
     """Insert a resource's index rows (one executemany batch per table)."""
     for table, rows in index_batches(resource_type, id_, patient_id, index):
         if rows:  # executemany form: compiled once, sent as one batch
-            await conn.execute(insert(table), rows)
+            await conn.execute(_INSERT_INDEX[table.name], rows)
 
 
 async def history(
