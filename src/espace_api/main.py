@@ -9,10 +9,11 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from espace_api import __version__
 from espace_api.access import policy
-from espace_api.api import errors, fhir_routes
+from espace_api.api import errors, fast_read, fhir_routes
 from espace_api.api.access_log import AccessLog
 from espace_api.api.fast_read import FastRead
 from espace_api.audit import routes as audit_routes
@@ -56,6 +57,22 @@ def behaviours() -> Behaviours:
     return registry
 
 
+class App(FastAPI):
+    """The application. The hot reads (api/fast_read.py) enter through `fast`, the access
+    log, the 500 guard and gzip around FastRead, without Starlette's and FastAPI's own
+    layers (server-error, exception and telemetry middleware, routing); everything else
+    goes through FastAPI as usual."""
+
+    fast: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast is not None and fast_read.handles(scope):
+            scope["app"] = self
+            await self.fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build the application; the database engine is created at start-up."""
     settings = settings or get_settings()
@@ -77,7 +94,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             await documents_setup.stop(app)
             await app.state.engine.dispose()
 
-    app = FastAPI(
+    app = App(
         title="espace-api",
         version=__version__,
         description=DESCRIPTION,
@@ -85,15 +102,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.settings = settings
     app.state.behaviours = behaviours()
-    app.add_middleware(FastRead)  # innermost: gzip, the 500 guard and the access log wrap it
     # Only when the client sends Accept-Encoding: gzip; FHIR JSON/XML only: document bytes
     # keep their Content-Length and Range semantics.
-    app.add_middleware(
-        GZipMiddleware,
-        minimum_size=1000,
-        compresslevel=5,
-        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, *DOCUMENT_TYPES),
-    )
+    gzip = {
+        "minimum_size": 1000,
+        "compresslevel": 5,
+        "exclude_content_types": (*DEFAULT_EXCLUDED_CONTENT_TYPES, *DOCUMENT_TYPES),
+    }
+    app.add_middleware(GZipMiddleware, **gzip)
+    app.fast = AccessLog(errors.CatchAll(GZipMiddleware(FastRead(app.router), **gzip)))
     errors.install(app)
 
     @app.get("/healthz", tags=["ops"], summary="liveness probe")
