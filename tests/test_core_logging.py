@@ -40,3 +40,58 @@ async def test_unhandled_error_logs_no_message(client, auth, caplog, monkeypatch
     assert r.json()["resourceType"] == "OperationOutcome"
     assert "secret" not in r.text and "Traceback" not in r.text
     assert "secret diagnosis" not in server_log(caplog)
+
+
+async def test_every_response_carries_a_request_id(client, auth, caplog):
+    ops = await auth.operator()
+    created = await create(client, ops, patient(family="Traceable"))
+    with caplog.at_level(logging.INFO):
+        mine = await client.get(
+            f"/Patient/{created['id']}", headers={**ops, "X-Request-ID": "lgc-42.retry:1"}
+        )
+        bad = await client.get("/metadata", headers={"X-Request-ID": "not a token; " * 20})
+        new = await client.get("/metadata")
+    assert mine.headers["x-request-id"] == "lgc-42.retry:1"
+    assert (
+        bad.headers["x-request-id"] != "not a token; " * 20
+        and len(bad.headers["x-request-id"]) == 32
+    )
+    assert (
+        len(new.headers["x-request-id"]) == 32
+        and new.headers["x-request-id"] != bad.headers["x-request-id"]
+    )
+
+
+def test_json_log_lines_name_the_request():
+    from espace_api.api.access_log import REQUEST_ID
+    from espace_api.logs import JsonFormatter
+
+    record = logging.LogRecord(
+        "espace_api.access", logging.INFO, __file__, 1, "GET %s", ("/x",), None
+    )
+    token = REQUEST_ID.set("rid-1")
+    try:
+        line = JsonFormatter().format(record)
+    finally:
+        REQUEST_ID.reset(token)
+    import json
+
+    assert json.loads(line) | {"ts": None} == {
+        "ts": None,
+        "level": "INFO",
+        "logger": "espace_api.access",
+        "message": "GET /x",
+        "request_id": "rid-1",
+    }
+
+
+async def test_request_metrics_name_routes_never_identifiers(client, auth):
+    ops = await auth.operator()
+    body = patient(family="Mesuree")
+    created = await create(client, ops, body)
+    me = await auth.patient(created["id"])
+    assert (await client.get(f"/Patient/{created['id']}", headers=me)).status_code == 200
+    text = (await client.get("/metrics")).text
+    lines = [line for line in text.splitlines() if line.startswith("espace_http_request")]
+    assert any('route="/Patient/{id}"' in line and 'status="200"' in line for line in lines)
+    assert created["id"] not in text and body["identifier"][0]["value"] not in text

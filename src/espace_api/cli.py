@@ -2,11 +2,11 @@
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
+from espace_api import logs
 from espace_api.config import get_settings
 
 
@@ -36,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     upgrade(url)
     os.environ["DATABASE_URL"] = url
     settings = get_settings().model_copy(update={"database_url": url})
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     # uvicorn's access log prints query strings (identifiers): ours logs route templates.
     uvicorn.run(
         create_app(settings),
@@ -44,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         port=args.port,
         log_level="info",
         access_log=False,
+        log_config=None,  # uvicorn's own lines go through our (JSON) handler too
     )
 
 

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
         "application/pdf,text/plain,image/jpeg,image/png,application/xml,application/fhir+json"
     )
     log_level: str = "INFO"
+    log_format: str = Field(default="json", description="json (one object per line) or text")
 
     # Space lifecycle (issue 9).
     space_opposition_days: int = Field(
