@@ -95,3 +95,45 @@ async def test_request_metrics_name_routes_never_identifiers(client, auth):
     lines = [line for line in text.splitlines() if line.startswith("espace_http_request")]
     assert any('route="/Patient/{id}"' in line and 'status="200"' in line for line in lines)
     assert created["id"] not in text and body["identifier"][0]["value"] not in text
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from the Prometheus text (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_deposit_metrics_and_no_health_data_in_any_log_line(client, auth, caplog):
+    from tests.support.documents import pdf
+    from tests.test_documents_deposit import iti65, lgc, send
+
+    ops = await auth.operator()
+    body = patient(family="Confidentielle", given="Dominique")
+    pid = (await create(client, ops, body))["id"]
+    vendor = await lgc(auth)
+    before = (await client.get("/metrics")).text
+    data = pdf()
+    with caplog.at_level(logging.DEBUG):
+        bundle, doc = iti65(pid, data)
+        assert (await send(client, vendor, bundle)).status_code == 200
+        refused, _ = iti65(pid, pdf(), type=None)
+        assert (await send(client, vendor, refused)).status_code == 422
+        me = await auth.patient(pid)
+        found = await client.get("/DocumentReference", params={"patient": pid}, headers=me)
+        url = found.json()["entry"][0]["resource"]["content"][0]["attachment"]["url"]
+        assert (await client.get(f"/{url}", headers=me)).content == data
+    after = (await client.get("/metrics")).text
+    accepted = ("espace_deposits_total", {"outcome": "accepted", "reason": ""})
+    missing = ("espace_deposits_total", {"outcome": "refused", "reason": "MISSING_METADATA"})
+    for name, labels in (accepted, missing):
+        assert sample(after, name, **labels) == sample(before, name, **labels) + 1
+    assert "espace_db_pool_checked_out" in after
+    logged = "\n".join(
+        f"{r.getMessage()} {r.args!r}" for r in caplog.records if not r.name.startswith("httpx")
+    )
+    secrets = [body["identifier"][0]["value"], "Confidentielle", "Dominique", body["birthDate"]]
+    secrets += [doc["masterIdentifier"]["value"], data[20:60].decode("latin-1"), pid]
+    assert not [s for s in secrets if s in logged]

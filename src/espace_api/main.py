@@ -27,6 +27,7 @@ from espace_api.documents import routes as documents_routes
 from espace_api.documents import setup as documents_setup
 from espace_api.lifecycle import routes as lifecycle_routes
 from espace_api.lifecycle import setup as lifecycle_setup
+from espace_api.metrics import counters
 from espace_api.metrics import routes as metrics_routes
 from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.started = clock.now()
         await auth_setup.install(app)
         await documents_setup.start(app)
+        counters.watch_pool(app.state.engine)
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from espace_api.audit.refusals import record_refusal
 from espace_api.fhir.errors import FhirError, operation_outcome
+from espace_api.metrics.counters import DEPOSITS
 
 log = logging.getLogger("espace_api.errors")
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -31,9 +32,20 @@ def outcome_response(status: int, body: dict, headers: dict[str, str] | None = N
 
 
 async def refusal_response(request: Request, exc: FhirError) -> Response:
-    """A FhirError's OperationOutcome, the refusal audited (audit/refusals.py)."""
+    """A FhirError's OperationOutcome, the refusal audited (audit/refusals.py) and counted
+    when it refuses a deposit."""
+    if _is_deposit(request, exc):
+        DEPOSITS.labels("refused", exc.code).inc()
     await record_refusal(request, exc)
     return outcome_response(exc.status, exc.outcome(), exc.headers)
+
+
+def _is_deposit(request: Request, exc: FhirError) -> bool:
+    """A refused DocumentReference or Binary create (plain POST or a Bundle entry)."""
+    method, path = request.method, request.url.path
+    if exc.entry_target is not None:
+        method, path = exc.entry_target
+    return method == "POST" and path.strip("/").split("/")[0] in ("DocumentReference", "Binary")
 
 
 async def _fhir_error(request: Request, exc: Exception) -> Response:

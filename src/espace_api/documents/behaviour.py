@@ -23,6 +23,7 @@ from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.values import split_reference
 from espace_api.lifecycle.state import check_accepts_deposits
+from espace_api.metrics.counters import DEPOSITS
 from espace_api.resources.behaviour import HookContext, TypeBehaviour, WriteEvent
 from espace_api.resources.results import Result, version_headers
 from espace_api.storage import repository
@@ -166,6 +167,7 @@ class DocumentRules(TypeBehaviour):
             return
         for target in rules.replaced_targets(event.content):
             await _supersede(ctx, target, event)
+        DEPOSITS.labels("accepted", "").inc()
 
 
 async def _subject_patient(ctx: HookContext, body: dict[str, Any]) -> str | None:

@@ -6,6 +6,7 @@ from sqlalchemy import ColumnElement, bindparam, func, insert, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import audit_events, resources
+from espace_api.metrics.counters import AUDIT_WRITE_FAILURES
 from espace_api.storage import audit_writer, raw
 
 _INSERT = insert(audit_events)  # one statement object: its cache key is computed once
@@ -19,10 +20,14 @@ async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> 
     SQLAlchemy, so that the rows belong to it."""
     if not events:
         return
-    if raw.autocommit(conn):
-        await audit_writer.writer_for(conn.engine, _INSERT_ALL).write(conn, events)
-    else:
-        await conn.execute(_INSERT, events)
+    try:
+        if raw.autocommit(conn):
+            await audit_writer.writer_for(conn.engine, _INSERT_ALL).write(conn, events)
+        else:
+            await conn.execute(_INSERT, events)
+    except Exception:
+        AUDIT_WRITE_FAILURES.inc(len(events))
+        raise
 
 
 async def events_for_patient(
