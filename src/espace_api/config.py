@@ -28,6 +28,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=20 * 1024 * 1024, description="413 beyond this")
     default_page_size: int = 20
     max_page_size: int = 100
+    max_bundle_entries: int = Field(default=1000, description="entries of a batch/transaction")
+    request_timeout_seconds: float = Field(
+        default=30.0, description="a request still running after this is stopped (503)"
+    )
+    machine_rate_per_second: float = Field(
+        default=200.0,
+        description="requests per second each machine client (system token) may make, per "
+        "worker; above it 429 with Retry-After (0: no limit)",
+    )
+    machine_rate_burst: int = Field(default=400, description="requests a machine may burst")
 
     # Authentication (issue 3 fills in the details).
     auth_issuer: str = Field(default="", description="issuer of built-in tokens (base_url)")

@@ -16,6 +16,7 @@ from espace_api.access import policy
 from espace_api.api import errors, fast_read, fhir_routes
 from espace_api.api.access_log import AccessLog
 from espace_api.api.fast_read import FastRead
+from espace_api.api.limits import Deadline, RateLimiter
 from espace_api.audit import routes as audit_routes
 from espace_api.auth import routes as auth_routes
 from espace_api.auth import setup as auth_setup
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.settings = settings
     app.state.behaviours = behaviours()
+    app.state.limiter = RateLimiter(settings.machine_rate_per_second, settings.machine_rate_burst)
     # Only when the client sends Accept-Encoding: gzip; FHIR JSON/XML only: document bytes
     # keep their Content-Length and Range semantics.
     gzip = {
@@ -112,7 +114,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         "exclude_content_types": (*DEFAULT_EXCLUDED_CONTENT_TYPES, *DOCUMENT_TYPES),
     }
     app.add_middleware(GZipMiddleware, **gzip)
-    app.fast = AccessLog(errors.CatchAll(GZipMiddleware(FastRead(app.router), **gzip)))
+    app.add_middleware(Deadline, seconds=settings.request_timeout_seconds)
+    app.fast = AccessLog(
+        errors.CatchAll(
+            Deadline(
+                GZipMiddleware(FastRead(app.router), **gzip),
+                seconds=settings.request_timeout_seconds,
+            )
+        )
+    )
     errors.install(app)
 
     @app.get("/healthz", tags=["ops"], summary="liveness probe")

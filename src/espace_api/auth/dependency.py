@@ -26,4 +26,7 @@ async def current_identity(request: Request) -> Identity:
     authenticator: Authenticator = request.app.state.authenticator
     identity = await authenticator.authenticate(request)
     request.state.identity = identity  # who a refusal audit names (audit/refusals.py)
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is not None:
+        limiter.check(identity)  # machine clients: 429 past their rate (api/limits.py)
     return identity

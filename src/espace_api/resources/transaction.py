@@ -25,7 +25,6 @@ from espace_api.resources.service import Context
 
 # FHIR transaction processing order: DELETE, POST, PUT/PATCH, GET/HEAD.
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-MAX_ENTRIES = 1000
 
 
 @dataclass
@@ -232,8 +231,17 @@ async def process(ctx: Context, body: Any) -> Result:
     if kind not in ("batch", "transaction"):
         raise FhirError.bad_request("Bundle.type must be batch or transaction", "INVALID_BUNDLE")
     raw_entries = body.get("entry") or []
-    if not isinstance(raw_entries, list) or len(raw_entries) > MAX_ENTRIES:
-        raise FhirError.bad_request(f"Bundle.entry must be a list of at most {MAX_ENTRIES}")
+    limit = ctx.settings.max_bundle_entries
+    if not isinstance(raw_entries, list):
+        raise FhirError.bad_request("Bundle.entry must be a list", "INVALID_BUNDLE")
+    if len(raw_entries) > limit:
+        raise FhirError(
+            413,
+            "TOO_MANY_ENTRIES",
+            f"Bundle.entry has {len(raw_entries)} entries; at most {limit}",
+            issue_type="too-costly",
+            expression=["Bundle.entry"],
+        )
     if kind == "transaction":
         return await _transaction(ctx, raw_entries)
     return await _batch(ctx, raw_entries)
