@@ -33,6 +33,7 @@ fuzz: install ## the hostile-query property suite, long run (5,000 examples; mak
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .

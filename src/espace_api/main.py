@@ -108,17 +108,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.limiter = RateLimiter(settings.machine_rate_per_second, settings.machine_rate_burst)
     # Only when the client sends Accept-Encoding: gzip; FHIR JSON/XML only: document bytes
     # keep their Content-Length and Range semantics.
-    gzip = {
-        "minimum_size": 1000,
-        "compresslevel": 5,
-        "exclude_content_types": (*DEFAULT_EXCLUDED_CONTENT_TYPES, *DOCUMENT_TYPES),
-    }
-    app.add_middleware(GZipMiddleware, **gzip)
+    excluded = (*DEFAULT_EXCLUDED_CONTENT_TYPES, *DOCUMENT_TYPES)
+    gzip = {"minimum_size": 1000, "compresslevel": 5}
+    app.add_middleware(GZipMiddleware, **gzip, exclude_content_types=excluded)
     app.add_middleware(Deadline, seconds=settings.request_timeout_seconds)
     app.fast = AccessLog(
         errors.CatchAll(
             Deadline(
-                GZipMiddleware(FastRead(app.router), **gzip),
+                GZipMiddleware(FastRead(app.router), **gzip, exclude_content_types=excluded),
                 seconds=settings.request_timeout_seconds,
             )
         )

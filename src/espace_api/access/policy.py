@@ -284,7 +284,8 @@ def _represents(identity: Identity, patient: Any, now: datetime) -> ColumnElemen
         birth.c.param == "birthdate",
         birth.c.low > _minus_years(now, v.AGE_OF_MAJORITY),
     )
-    return patient.in_(minors)
+    found: ColumnElement[bool] = patient.in_(minors)
+    return found
 
 
 def _patient(

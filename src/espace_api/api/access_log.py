@@ -32,7 +32,7 @@ def request_id(scope: Scope) -> str:
     """The client's X-Request-ID when it is a plain token, else a new id."""
     for key, value in scope.get("headers") or ():
         if key == b"x-request-id":
-            text = value.decode("latin-1").strip()
+            text = str(value.decode("latin-1")).strip()
             if _VALID_ID.fullmatch(text):
                 return text
             break

@@ -1,6 +1,7 @@
 """Exception handlers: every error leaves as an OperationOutcome, never a stack trace."""
 
 import logging
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -26,7 +27,9 @@ HTTP_CODES = {
 }
 
 
-def outcome_response(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+def outcome_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
     """An OperationOutcome response."""
     return Response(orjson.dumps(body), status, headers=headers, media_type=FHIR_JSON)
 

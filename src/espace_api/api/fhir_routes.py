@@ -1,6 +1,8 @@
 """FHIR REST routes, one set per registered type (so the OpenAPI spec names each type)."""
 
-from typing import Annotated
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -106,7 +108,7 @@ def _query_criteria(request: Request) -> str | None:
 def _add_type_routes(rtype: ResourceType) -> None:
     name = rtype.name
     path = f"/{name}"
-    tags = [name]
+    tags: list[str | Enum] = [name]
 
     async def search_get(request: Request, identity: Caller) -> Response:
         params = list(request.query_params.multi_items())
@@ -202,7 +204,7 @@ def _add_type_routes(rtype: ResourceType) -> None:
         return await run(request, identity, lambda ctx: service.vread(ctx, rtype, id, vid))
 
     allowed = rtype.interactions
-    routes = [
+    routes: list[tuple[str, str, Callable[..., Any], str]] = [
         ("GET", path, search_get, f"search {name}"),
         ("POST", f"{path}/_search", search_post, f"search {name} (form body)"),
         ("POST", path, create, f"create {name}"),

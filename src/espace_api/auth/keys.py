@@ -23,7 +23,11 @@ from espace_api.storage.auth_repository import AuthRepository, SigningKeyRow
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
-_CURVE = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+_CURVE: dict[str, type[ec.EllipticCurve]] = {
+    "ES256": ec.SECP256R1,
+    "ES384": ec.SECP384R1,
+    "ES512": ec.SECP521R1,
+}
 
 
 def generate_private_key(alg: str) -> PrivateKey:
@@ -80,7 +84,8 @@ def public_jwk(key: PrivateKey, alg: str, kid: str | None = None) -> dict[str, A
 
 def sign(claims: dict[str, Any], key: Key, alg: str, kid: str) -> str:
     """A compact JWS of `claims`."""
-    return jws.sign(claims, key, headers={"kid": kid, "typ": "JWT"}, algorithm=alg)
+    token: str = jws.sign(claims, key, headers={"kid": kid, "typ": "JWT"}, algorithm=alg)
+    return token
 
 
 class ServerKeys:

@@ -23,7 +23,8 @@ MAX_FORM_BYTES = 64 * 1024
 
 
 def _services(request: Request) -> AuthServices:
-    return request.app.state.auth
+    services: AuthServices = request.app.state.auth
+    return services
 
 
 def require_operator(identity: Identity = Depends(current_identity)) -> Identity:

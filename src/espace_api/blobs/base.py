@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from espace_api.clock import Clock
 from espace_api.fhir.errors import FhirError
 from espace_api.storage import blob_repository as repo
-from espace_api.storage.blob_repository import BlobInfo, BlobKey
+from espace_api.storage.blob_repository import BlobInfo as BlobInfo
+from espace_api.storage.blob_repository import BlobKey as BlobKey
 
 SPOOL_MEMORY_BYTES = 1024 * 1024
 READ_BLOCK_BYTES = 256 * 1024

@@ -15,7 +15,7 @@ def start_embedded(data_dir: str | os.PathLike[str]) -> str:
     path.mkdir(parents=True, exist_ok=True)
     key = str(path)
     if key not in _servers:
-        _servers[key] = pgserver.get_server(path, cleanup_mode="stop")
+        _servers[key] = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
     return str(_servers[key].get_uri())
 
 

@@ -5,6 +5,8 @@ deployment distributes on (ARCHITECTURE.md principle 1). Resources outside any p
 compartment (Practitioner, Organization) have a NULL `patient_id`.
 """
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -51,7 +53,7 @@ resource_versions = Table(
 )
 
 
-def _index_table(name: str, *value_columns: Column, extra: tuple[Index, ...] = ()) -> Table:
+def _index_table(name: str, *value_columns: Column[Any], extra: tuple[Index, ...] = ()) -> Table:
     return Table(
         name,
         metadata,

@@ -177,6 +177,7 @@ async def _subject_patient(ctx: HookContext, body: dict[str, Any]) -> str | None
     if not isinstance(ref, str):
         return None
     if "?" in ref:
+        assert isinstance(subject, dict)
         await ctx.resolve_references({"subject": subject})
         ref = subject["reference"]
     split = split_reference(ref)

@@ -207,6 +207,7 @@ async def attachment_facts(
             issue_type="value",
             expression=[f"{where}.contentType"],
         )
+    assert row.patient_id is not None  # a Binary lives in a patient's compartment
     info = await binary.content_of(ctx.conn, store, row.patient_id, bid, row.version_id)
     if info is not None:
         return mt, info.size, info.sha1

@@ -27,7 +27,7 @@ OPERATIONS = {
 }
 EXPLAIN = ("explain", f"{OWN_OPERATIONS}/Resource-explain")
 # The access history: read-only, not a stored resource type (audit/service.py).
-AUDIT_EVENT = {
+AUDIT_EVENT: dict[str, Any] = {
     "type": "AuditEvent",
     "documentation": "The access history: patients read their own, operators any; read-only.",
     "interaction": [{"code": "read"}, {"code": "search-type"}],

@@ -7,6 +7,7 @@ form). Test identities use their own OIDs (.10, .11) and the same rule.
 """
 
 import re
+from typing import Any
 
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
 INS_NIA = "urn:oid:1.2.250.1.213.1.4.9"
@@ -40,7 +41,7 @@ def with_key(nir13: str) -> str:
     return f"{nir13}{nir_key(nir13):02d}"
 
 
-def ins_pairs(patient: dict) -> set[tuple[str, str]]:
+def ins_pairs(patient: dict[str, Any]) -> set[tuple[str, str]]:
     """The (system, value) INS identifiers of a Patient's JSON."""
     return {
         (i["system"], i["value"])

@@ -80,7 +80,7 @@ def apply_json_patch(content: dict[str, Any], ops: Any) -> dict[str, Any]:
         )
     try:
         patch = jsonpatch.JsonPatch(ops)
-        operations = list(patch._ops)
+        operations = list(patch._ops)  # type: ignore[attr-defined]
     except jsonpatch.InvalidJsonPatch as exc:
         raise FhirError.bad_request(f"Invalid JSON Patch: {exc}", "INVALID_PATCH") from None
     result: Any = copy.deepcopy(content)
@@ -367,7 +367,8 @@ def _collection(content: dict[str, Any], path: str) -> list[Any]:
         n.container is not first.container for n in nodes
     ):
         raise _invalid(f"Path '{path}' is not a repeating element", "INVALID_PATCH_PATH")
-    return first.container  # type: ignore[no-any-return]
+    container: list[Any] = first.container
+    return container
 
 
 def _apply_one(content: dict[str, Any], op: dict[str, Any]) -> None:

@@ -61,7 +61,8 @@ class ResourceType:
     @cached_property
     def model(self) -> type[BaseModel]:
         """The fhir.resources R4B model class."""
-        return get_fhir_model_class(self.name)  # type: ignore[no-any-return]
+        model: type[BaseModel] = get_fhir_model_class(self.name)
+        return model
 
     @property
     def in_patient_compartment(self) -> bool:

@@ -310,6 +310,7 @@ def subset(req: SearchRequest, json: str) -> str:
     """Filter a stored resource's top-level elements per _summary / _elements."""
     content: dict[str, Any] = orjson.loads(json)
     summary, mandatory = _element_sets(req.rtype)
+    keep: frozenset[str] | set[str]
     if req.summary == "data":
         keep = set(content) - {"text"}
     elif req.summary == "text":

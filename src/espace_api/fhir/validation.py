@@ -58,7 +58,7 @@ def validate(rtype: ResourceType, content: Any) -> dict[str, Any]:
         model = rtype.model.model_validate(content)
     except ValidationError as exc:
         errors = exc.errors()[:MAX_ISSUES]
-        issues = [
+        issues: list[dict[str, Any]] = [
             {
                 "severity": "error",
                 "code": "structure" if e["type"] == "extra_forbidden" else "value",

@@ -187,8 +187,8 @@ async def _batch(
 ) -> list[Report]:
     reports: dict[int, Report] = {}
     valid: list[_Line] = []
-    for number, line in raw:
-        parsed = parse_line(number, line)
+    for number, raw_line in raw:
+        parsed = parse_line(number, raw_line)
         if isinstance(parsed, Report):
             reports[number] = parsed
         else:

@@ -16,7 +16,9 @@ from typing import Any
 
 from espace_api.auth.identity import Identity
 from espace_api.fhir.errors import FhirError
-from espace_api.fhir.registry import SPACE_STATUS_URL  # declared with its search parameter
+from espace_api.fhir.registry import (  # declared with its search parameter
+    SPACE_STATUS_URL as SPACE_STATUS_URL,
+)
 from espace_api.fhir.values import date_range, format_instant
 
 NOTICE_DATE_URL = "https://espace-api.org/fhir/StructureDefinition/notice-date"

@@ -460,6 +460,7 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
     )
     summary_count = req.summary == "count"
     counted: list[str | None] = []
+    rows: list[tuple[str, str, str | None]]
     if summary_count:
         rows, total = [], (await repository.run_search(ctx.conn, page.limit(0), count_stmt))[1]
         if total:  # the audit names whose data was counted

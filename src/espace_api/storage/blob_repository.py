@@ -138,7 +138,7 @@ async def claim_blob(
     Renewing takes the row lock, so a sweeper that already locked the row for deletion
     finishes first; the row is then inserted afresh.
     """
-    stmt = insert(blobs).values(
+    values = insert(blobs).values(
         patient_id=key.patient_id,
         sha256=key.sha256,
         size=info.size,
@@ -148,9 +148,9 @@ async def claim_blob(
         created_at=now,
         touched_at=now,
     )
-    stmt = stmt.on_conflict_do_update(
+    stmt = values.on_conflict_do_update(
         index_elements=[blobs.c.patient_id, blobs.c.sha256],
-        set_={"touched_at": func.greatest(blobs.c.touched_at, stmt.excluded.touched_at)},
+        set_={"touched_at": func.greatest(blobs.c.touched_at, values.excluded.touched_at)},
     ).returning(text("(xmax = 0) AS inserted"))
     return bool((await conn.execute(stmt)).scalar_one())
 

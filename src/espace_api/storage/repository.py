@@ -307,7 +307,7 @@ async def history(
 
 
 async def run_search(
-    conn: AsyncConnection, page: Select, count: Select | None
+    conn: AsyncConnection, page: Select[Any], count: Select[Any] | None
 ) -> tuple[list[tuple[str, str, str | None]], int | None]:
     """Execute compiled search statements: [(id, json, patient_id)], total. The total comes
     with the page (a window count over the matches, one query and one plan), and from the
@@ -320,14 +320,14 @@ async def run_search(
     return [], (await conn.execute(count)).scalar_one()
 
 
-async def patients_of(conn: AsyncConnection, page: Select, limit: int) -> list[str | None]:
+async def patients_of(conn: AsyncConnection, page: Select[Any], limit: int) -> list[str | None]:
     """Distinct patients of the rows a compiled search matches (for auditing a count)."""
     matches = page.limit(None).offset(None).order_by(None).subquery()
     stmt = select(matches.c.patient_id).distinct().limit(limit)
     return [m[0] for m in await conn.execute(stmt)]
 
 
-async def find_ids(conn: AsyncConnection, page: Select) -> list[str]:
+async def find_ids(conn: AsyncConnection, page: Select[Any]) -> list[str]:
     """Ids matched by a compiled search (conditional interactions)."""
     return [m[0] for m in await conn.execute(page)]
 

@@ -52,8 +52,8 @@ INDEX_TABLES: dict[str, Table] = {
 # Building aliases (and their column collections) costs more than running the query, so
 # statements reuse pooled aliases: the n-th alias of a table within one statement is always
 # the same object, named `<table>_a<n>`. Distinct within a statement, shared across them.
-_R = resources.alias("r")
-_INC = resources.alias("inc")
+_R: Any = resources.alias("r")
+_INC: Any = resources.alias("inc")
 _POOL: dict[tuple[str, int], Any] = {}
 _COUNTS: ContextVar[dict[str, int] | None] = ContextVar("alias_counts", default=None)
 
@@ -94,7 +94,7 @@ def _range_match(
     prefix: str, low: Any, high: Any, sl: datetime, sh: datetime
 ) -> ColumnElement[bool]:
     """FHIR date prefix semantics on a target [low, high) against search [sl, sh)."""
-    return {
+    cases: dict[str, ColumnElement[bool]] = {
         "eq": and_(low >= sl, high <= sh),
         "ne": not_(and_(low >= sl, high <= sh)),
         "gt": high > sh,
@@ -104,7 +104,8 @@ def _range_match(
         "sa": low >= sh,
         "eb": high <= sl,
         "ap": and_(low < sh, high > sl),
-    }[prefix]
+    }
+    return cases[prefix]
 
 
 def _token_value(t: Table, value: str, modifier: str | None) -> ColumnElement[bool]:
@@ -132,7 +133,7 @@ def _date_on(low: Any, high: Any, value: str, instant: bool = False) -> ColumnEl
     prefix, body = _split_prefix(value)
     sl, sh = date_range(body)
     if instant:  # a point t: [t, t] compared with half-open search range [sl, sh)
-        return {
+        points: dict[str, ColumnElement[bool]] = {
             "eq": and_(low >= sl, low < sh),
             "ne": or_(low < sl, low >= sh),
             "gt": low >= sh,
@@ -142,7 +143,8 @@ def _date_on(low: Any, high: Any, value: str, instant: bool = False) -> ColumnEl
             "sa": low >= sh,
             "eb": low < sl,
             "ap": and_(low >= sl, low < sh),
-        }[prefix]
+        }
+        return points[prefix]
     return _range_match(prefix, low, high, sl, sh)
 
 
@@ -305,7 +307,7 @@ def _criterion_or_compartment(
     return clause if clause is not None else criterion_clause(r, crit, type_policy)
 
 
-_CHAIN_PATIENT = resources.alias("chain_patient")
+_CHAIN_PATIENT: Any = resources.alias("chain_patient")
 
 
 def _ins_pairs(crit: Criterion) -> list[tuple[str, str]] | None:
@@ -364,7 +366,7 @@ def _compartment_clause(
 
 def search_statements(
     req: SearchRequest, policy_for: PolicyFn, type_policy: TypePolicy | None = None
-) -> tuple[Select, Select]:
+) -> tuple[Select[Any], Select[Any]]:
     """(page query returning id + JSON text + patient, count query)."""
     r = _R
     with _alias_scope():
@@ -399,7 +401,7 @@ def include_statement(
     revincludes: list[Include],
     sources: list[tuple[str, str]],
     type_policy: TypePolicy,
-) -> Select | None:
+) -> Select[Any] | None:
     """Resources that `sources` (type, id) reference (_include) or that reference them
     (_revinclude), each under its own type's policy: rows (type, id, JSON, patient)."""
     with _alias_scope():
@@ -411,7 +413,7 @@ def _include_statement(
     revincludes: list[Include],
     sources: list[tuple[str, str]],
     type_policy: TypePolicy,
-) -> Select | None:
+) -> Select[Any] | None:
     found = _by_type(sources)
     inc = _INC
     branches = []
