@@ -68,3 +68,38 @@ async def test_a_request_past_its_deadline_is_stopped_with_503():
     assert (b"retry-after", b"1") in start["headers"]
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert b"REQUEST_TIMEOUT" in body
+
+
+async def test_while_draining_new_requests_get_503_and_liveness_answers(client, auth, app):
+    ops = await auth.operator()
+    pid = (await create(client, ops, patient()))["id"]
+    app.state.draining = True
+    try:
+        for path in (f"/Patient/{pid}", "/Patient", "/metadata", "/readyz"):
+            r = await client.get(path, headers=ops)
+            assert r.status_code == 503, path
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "DRAINING"
+        assert (await client.get("/healthz")).status_code == 200
+    finally:
+        app.state.draining = False
+    assert (await client.get(f"/Patient/{pid}", headers=ops)).status_code == 200
+
+
+async def test_sigterm_drains_then_hands_over_to_the_server():
+    import signal
+    from types import SimpleNamespace
+
+    from espace_api.api.limits import install_drain
+
+    handed: list[int] = []
+    saved = signal.signal(signal.SIGTERM, lambda sig, frame: handed.append(sig))
+    try:
+        state = SimpleNamespace(draining=False)
+        install_drain(state, 0.05)
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # as the kernel would call it
+        assert state.draining is True and handed == []
+        await asyncio.sleep(0.15)
+        assert handed == [signal.SIGTERM]  # the server's own handler, after the drain
+    finally:
+        signal.signal(signal.SIGTERM, saved)

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(
         default=30.0, description="a request still running after this is stopped (503)"
     )
+    drain_seconds: float = Field(
+        default=5.0,
+        description="after SIGTERM, new requests get 503 for this long before the server stops",
+    )
     machine_rate_per_second: float = Field(
         default=200.0,
         description="requests per second each machine client (system token) may make, per "

@@ -16,7 +16,7 @@ from espace_api.access import policy
 from espace_api.api import errors, fast_read, fhir_routes
 from espace_api.api.access_log import AccessLog
 from espace_api.api.fast_read import FastRead
-from espace_api.api.limits import Deadline, RateLimiter
+from espace_api.api.limits import Deadline, Draining, RateLimiter, install_drain
 from espace_api.audit import routes as audit_routes
 from espace_api.auth import routes as auth_routes
 from espace_api.auth import setup as auth_setup
@@ -91,6 +91,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         await auth_setup.install(app)
         await documents_setup.start(app)
         counters.watch_pool(app.state.engine)
+        app.state.draining = False
+        install_drain(app.state, settings.drain_seconds)
         try:
             yield
         finally:
@@ -112,11 +114,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     gzip = {"minimum_size": 1000, "compresslevel": 5}
     app.add_middleware(GZipMiddleware, **gzip, exclude_content_types=excluded)
     app.add_middleware(Deadline, seconds=settings.request_timeout_seconds)
+    app.add_middleware(Draining)
     app.fast = AccessLog(
         errors.CatchAll(
-            Deadline(
-                GZipMiddleware(FastRead(app.router), **gzip, exclude_content_types=excluded),
-                seconds=settings.request_timeout_seconds,
+            Draining(
+                Deadline(
+                    GZipMiddleware(FastRead(app.router), **gzip, exclude_content_types=excluded),
+                    seconds=settings.request_timeout_seconds,
+                )
             )
         )
     )

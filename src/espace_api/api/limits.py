@@ -1,4 +1,5 @@
-"""Limits: per-client rate of machine tokens (429 with Retry-After); request deadline (503).
+"""Limits: per-client rate of machine tokens (429 with Retry-After); request deadline (503);
+draining on SIGTERM (503 for new requests while the running ones finish).
 
 A token bucket per registered client (`system` tokens: LGC software and its professionals),
 in each worker: `MACHINE_RATE_PER_SECOND` requests a second on average, `MACHINE_RATE_BURST`
@@ -10,7 +11,10 @@ rate; a limit shared across hosts belongs to the gateway in front.
 import asyncio
 import logging
 import math
+import signal
+import threading
 import time
+from typing import Any
 
 import orjson
 from starlette.responses import Response
@@ -91,3 +95,56 @@ class Deadline:
                     media_type="application/fhir+json; charset=utf-8",
                 )
                 await response(scope, receive, send)
+
+
+class Draining:
+    """Pure ASGI middleware: once the process is draining (`app.state.draining`, set by
+    `install_drain` on SIGTERM), new requests get 503 `DRAINING` with Retry-After so that a
+    load balancer moves them elsewhere; `/healthz` (liveness) still answers. Requests already
+    running are not touched: they finish before the server stops."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = scope.get("app")
+        if (
+            scope["type"] == "http"
+            and getattr(getattr(app, "state", None), "draining", False)
+            and scope["path"] != "/healthz"
+        ):
+            outcome = operation_outcome(
+                "transient", "This instance is shutting down: retry", "DRAINING"
+            )
+            response = Response(
+                orjson.dumps(outcome),
+                503,
+                headers={"Retry-After": "1", "Connection": "close"},
+                media_type="application/fhir+json; charset=utf-8",
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def install_drain(state: Any, seconds: float) -> None:
+    """On SIGTERM, mark `state.draining` (new requests: 503) and hand the signal to the
+    server's own handler `seconds` later (it then stops accepting and lets the running
+    requests finish). A second SIGTERM goes to the server at once. Only in the main thread,
+    and only when the server installed a handler (uvicorn does)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_term(sig: int, frame: Any) -> None:
+        if getattr(state, "draining", False):
+            previous(sig, frame)
+            return
+        state.draining = True
+        log.warning("SIGTERM: draining for %.1fs before shutdown", seconds)
+        loop.call_soon_threadsafe(loop.call_later, seconds, previous, sig, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
