@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format openapi bench fuzz docker token sweep clean
+.PHONY: install run test lint format openapi bench soak fuzz docker token sweep clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: install ## load benchmark: req/s and p50/p95/p99 (wrk from Debian when mi
 		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y wrk >/dev/null || \
 		echo "wrk could not be installed: the wrk scenarios will stop"; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+soak: install ## mixed workload for 5 minutes (wrk, 50 connections): throughput, errors, RSS
+	@command -v wrk >/dev/null || $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y wrk >/dev/null
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 sweep: install ## delete document content no committed metadata references (after the grace period)
 	$(BIN)/espace-api sweep-blobs

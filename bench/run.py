@@ -45,6 +45,7 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     """uvicorn serving `app` (a factory) on `port`, once /healthz answers."""
     env = {**os.environ, "DATABASE_URL": url, "BASE_URL": f"http://127.0.0.1:{port}"}
+    env["DRAIN_SECONDS"] = "0"  # the bench stops its servers at once
     proc = subprocess.Popen(
         [
             sys.executable,
