@@ -34,8 +34,11 @@ def test_a_predicate_is_bound_to_its_own_alias():
 
 
 def test_same_caller_table_and_second_share_one_predicate():
-    now = datetime(2026, 11, 30, 12, 0, 0, 100, tzinfo=UTC)
+    # A second later than any request of the suite so far: the cache keeps the newest.
+    now = datetime.now(UTC).replace(microsecond=100) + timedelta(minutes=5)
     docs = REGISTRY["DocumentReference"]
     a = policy.visible(DOCTOR, docs, resources, now)
     assert policy.visible(DOCTOR, docs, resources, now + timedelta(milliseconds=800)) is a
     assert policy.visible(DOCTOR, docs, resources, now + timedelta(seconds=1)) is not a
+    # The cache moved on to the newer second: the older one is not kept any more.
+    assert policy.visible(DOCTOR, docs, resources, now) is not a

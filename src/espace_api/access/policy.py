@@ -588,19 +588,25 @@ def visible(
     # Keyed by the objects themselves (kept in the entry and compared): the authenticator
     # hands out one Identity per token, and the predicate is bound to this very table or
     # alias (a predicate built for another alias of the same name would not correlate).
+    # Only the current second's predicates are kept: older ones are never asked again, and
+    # a long soak showed old entries piling up (memory, and collector time on big trees).
+    global _SECOND
+    if _SECOND is None or second > _SECOND:
+        _PREDICATES.clear()
+        _SECOND = second
     key = (id(identity), rtype.name, id(table), second, settings, lookup)
     hit = _PREDICATES.get(key)
     if hit is not None and hit[0] is identity and hit[1] is table:
         return hit[2]
     found = decide(identity, rtype, table, second, settings, lookup).compile()
-    if len(_PREDICATES) >= _PREDICATES_MAX:
-        _PREDICATES.pop(next(iter(_PREDICATES)))
-    _PREDICATES[key] = (identity, table, found)
+    if second == _SECOND and len(_PREDICATES) < _PREDICATES_MAX:
+        _PREDICATES[key] = (identity, table, found)
     return found
 
 
 _PREDICATES: dict[tuple[Any, ...], tuple[Identity, Table, ColumnElement[bool]]] = {}
 _PREDICATES_MAX = 4096
+_SECOND: datetime | None = None
 
 
 def represented(identity: Identity, now: datetime) -> ColumnElement[bool] | None:

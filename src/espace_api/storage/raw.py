@@ -25,7 +25,7 @@ class Compiled:
 
 
 _COMPILED: dict[int, tuple[Executable, Compiled]] = {}
-_MAX = 4096
+_MAX = 512
 
 
 def compiled(stmt: Executable, conn: AsyncConnection) -> Compiled:

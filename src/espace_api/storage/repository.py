@@ -109,7 +109,7 @@ class _Fields:
 # policy module hands out one predicate object per caller and second, so a statement object
 # (and its SQLAlchemy cache key, computed once per object) serves all of that caller's reads.
 _READS: dict[tuple[str, int, bool], tuple[ColumnElement[bool], Select[Any]]] = {}
-_READS_MAX = 4096
+_READS_MAX = 512  # a second's worth of callers; older statements are dead
 
 
 def _read_statement(
