@@ -30,6 +30,7 @@ class WrkResult:
     p95_ms: float
     p99_ms: float
     errors: int
+    detail: str = ""  # which errors: non-2xx answers, timeouts, socket errors
 
     @property
     def rate(self) -> float:
@@ -39,7 +40,7 @@ class WrkResult:
         return (
             f"{self.name:<28} {self.requests:>7} req  {self.rate:>8.1f} req/s  "
             f"p50 {self.p50_ms:6.1f} ms  p95 {self.p95_ms:6.1f} ms  p99 {self.p99_ms:6.1f} ms  "
-            f"errors {self.errors}"
+            f"errors {self.errors}{self.detail}"
         )
 
 
@@ -80,7 +81,8 @@ def wrk(
     """Run wrk against `url` (or the request templates of `requests`) and parse the JSON
     line the Lua script prints."""
     script = REQUESTS_LUA if requests is not None else REPORT_LUA
-    cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script)]
+    cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+    cmd += ["-s", str(script)]
     for key, value in (headers or {}).items():
         cmd += ["-H", f"{key}: {value}"]
     env = {**os.environ, "REQUESTS_FILE": str(requests)} if requests is not None else None
@@ -96,6 +98,12 @@ def wrk(
         data["p95_us"] / 1000,
         data["p99_us"] / 1000,
         data["errors"],
+        (
+            f" ({data['status_errors']} non-2xx, {data['timeouts']} timeouts,"
+            f" {data['socket_errors']} socket)"
+            if data["errors"]
+            else ""
+        ),
     )
 
 
