@@ -590,8 +590,9 @@ def visible(
     # alias (a predicate built for another alias of the same name would not correlate).
     # Only the current second's predicates are kept: older ones are never asked again, and
     # a long soak showed old entries piling up (memory, and collector time on big trees).
+    # A clock set back by more than a minute starts the cache again.
     global _SECOND
-    if _SECOND is None or second > _SECOND:
+    if _SECOND is None or second > _SECOND or second < _SECOND - timedelta(minutes=1):
         _PREDICATES.clear()
         _SECOND = second
     key = (id(identity), rtype.name, id(table), second, settings, lookup)
