@@ -25,15 +25,14 @@ def pdf_bytes() -> bytes:
     return head + os.urandom(PDF_SIZE - len(head) - 6) + b"\n%%EOF"
 
 
-def deposit_bundle(pid: str) -> dict[str, Any]:
-    """An ITI-65 transaction: Binary + DocumentReference (French PDSm metadata)."""
-    data = pdf_bytes()
-    binary_url = f"urn:uuid:{uuid.uuid4()}"
-    doc_url = f"urn:uuid:{uuid.uuid4()}"
-    code = random.choice(TYPES)
+def _bundle(
+    pid: str, master: str, code: str, data_b64: str, doc_url: str, binary_url: str, **facts: Any
+) -> dict[str, Any]:
+    """An ITI-65 transaction: Binary + DocumentReference (French PDSm metadata); `facts`
+    adds attachment elements (size, hash)."""
     document = {
         "resourceType": "DocumentReference",
-        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": master},
         "status": "current",
         "type": {"coding": [{"system": LOINC, "code": code}]},
         "category": [{"coding": [{"system": LOINC, "code": code}]}],
@@ -46,8 +45,7 @@ def deposit_bundle(pid: str) -> dict[str, Any]:
                 "attachment": {
                     "contentType": "application/pdf",
                     "url": binary_url,
-                    "size": len(data),
-                    "hash": base64.b64encode(hashlib.sha1(data).digest()).decode(),
+                    **facts,
                     "title": "Compte rendu",
                 }
             }
@@ -58,7 +56,7 @@ def deposit_bundle(pid: str) -> dict[str, Any]:
         "resourceType": "Binary",
         "contentType": "application/pdf",
         "securityContext": {"reference": f"Patient/{pid}"},
-        "data": base64.b64encode(data).decode(),
+        "data": data_b64,
     }
     return {
         "resourceType": "Bundle",
@@ -78,6 +76,21 @@ def deposit_bundle(pid: str) -> dict[str, Any]:
     }
 
 
+def deposit_bundle(pid: str) -> dict[str, Any]:
+    """A deposit of a fresh ~50 KB PDF with its size and hash."""
+    data = pdf_bytes()
+    return _bundle(
+        pid,
+        f"urn:uuid:{uuid.uuid4()}",
+        random.choice(TYPES),
+        base64.b64encode(data).decode(),
+        f"urn:uuid:{uuid.uuid4()}",
+        f"urn:uuid:{uuid.uuid4()}",
+        size=len(data),
+        hash=base64.b64encode(hashlib.sha1(data).digest()).decode(),
+    )
+
+
 def deposit_call(patients: list[str], vendor_tokens: list[str]):  # type: ignore[no-untyped-def]
     async def call(client: httpx.AsyncClient, i: int) -> httpx.Response:
         token = vendor_tokens[i % len(vendor_tokens)]
@@ -90,22 +103,27 @@ def deposit_call(patients: list[str], vendor_tokens: list[str]):  # type: ignore
     return call
 
 
+def search_query(patients: int, i: int) -> dict[str, str]:
+    """The i-th ITI-67 query: by patient id (odd), or by INS + type (even), newest first."""
+    n = random.randrange(patients)
+    if i % 2:
+        return {"patient": loaded_patient_id(n), "_sort": "-date"}
+    return {
+        "patient.identifier": f"{INS}|{patient_ins(n)}",
+        "type": f"{LOINC}|{random.choice(TYPES)}",
+        "status": "current",
+        "_sort": "-date",
+    }
+
+
 def search_call(patients: int, token: str):  # type: ignore[no-untyped-def]
     """ITI-67 as a professional's software sends it: by INS, type, newest first."""
 
     async def call(client: httpx.AsyncClient, i: int) -> httpx.Response:
-        n = random.randrange(patients)
-        if i % 2:
-            params = {"patient": loaded_patient_id(n), "_sort": "-date"}
-        else:
-            params = {
-                "patient.identifier": f"{INS}|{patient_ins(n)}",
-                "type": f"{LOINC}|{random.choice(TYPES)}",
-                "status": "current",
-                "_sort": "-date",
-            }
         return await client.get(
-            "/DocumentReference", params=params, headers={"Authorization": f"Bearer {token}"}
+            "/DocumentReference",
+            params=search_query(patients, i),
+            headers={"Authorization": f"Bearer {token}"},
         )
 
     return call
@@ -122,67 +140,17 @@ def deposit_template() -> str:
     head = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"  # 15 bytes: the slot starts on a base64 boundary
     rest = os.urandom(PDF_SIZE - len(head) - 12 - 6) + b"\n%%EOF"
     data = base64.b64encode(head).decode() + "{{N64}}" + base64.b64encode(rest).decode()
-    code = TYPES[0]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001",
-                "resource": {
-                    "resourceType": "DocumentReference",
-                    "masterIdentifier": {
-                        "system": "urn:ietf:rfc:3986",
-                        "value": "urn:oid:1.2.250.1.999.{{N}}",
-                    },
-                    "status": "current",
-                    "type": {"coding": [{"system": LOINC, "code": code}]},
-                    "category": [{"coding": [{"system": LOINC, "code": code}]}],
-                    "subject": {"reference": "Patient/{{PID}}"},
-                    "date": "2024-06-01T09:30:00Z",
-                    "author": [{"reference": "Practitioner/rpps-10001"}],
-                    "custodian": {"reference": "Organization/finess-123456789"},
-                    "content": [
-                        {
-                            "attachment": {
-                                "contentType": "application/pdf",
-                                "url": "urn:uuid:00000000-0000-4000-8000-000000000002",
-                                "title": "Compte rendu",
-                            }
-                        }
-                    ],
-                    "context": {"period": {"start": "2024-06-01"}},
-                },
-                "request": {"method": "POST", "url": "DocumentReference"},
-            },
-            {
-                "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000002",
-                "resource": {
-                    "resourceType": "Binary",
-                    "contentType": "application/pdf",
-                    "securityContext": {"reference": "Patient/{{PID}}"},
-                    "data": data,
-                },
-                "request": {"method": "POST", "url": "Binary"},
-            },
-        ],
-    }
+    bundle = _bundle(
+        "{{PID}}",
+        "urn:oid:1.2.250.1.999.{{N}}",
+        TYPES[0],
+        data,
+        "urn:uuid:00000000-0000-4000-8000-000000000001",
+        "urn:uuid:00000000-0000-4000-8000-000000000002",
+    )
     return json.dumps(bundle, separators=(",", ":"))
 
 
 def search_targets(patients: int, n: int = 2000) -> list[str]:
     """ITI-67 request targets as search_call sends them (by id, or by INS + type)."""
-    out = []
-    for i in range(n):
-        k = random.randrange(patients)
-        if i % 2:
-            query = {"patient": loaded_patient_id(k), "_sort": "-date"}
-        else:
-            query = {
-                "patient.identifier": f"{INS}|{patient_ins(k)}",
-                "type": f"{LOINC}|{random.choice(TYPES)}",
-                "status": "current",
-                "_sort": "-date",
-            }
-        out.append("/DocumentReference?" + urlencode(query))
-    return out
+    return ["/DocumentReference?" + urlencode(search_query(patients, i)) for i in range(n)]
