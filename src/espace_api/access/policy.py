@@ -58,9 +58,8 @@ from espace_api.db.schema import (
 from espace_api.db.schema import search_token as _search_token
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import references_in
-from espace_api.fhir.ins import INS_SYSTEMS
 from espace_api.fhir.registry import REGISTRY, ResourceType
-from espace_api.fhir.search import Criterion, SearchRequest
+from espace_api.fhir.search import SearchRequest, exact_ins
 from espace_api.fhir.values import split_reference
 
 INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -510,7 +509,7 @@ def _exact_lookup(req: SearchRequest) -> tuple[Lookup | None, str | None]:
     wanted = "one identifier=system|value parameter (an INS system), no modifier, chain or _has"
     if len(req.criteria) != 1 or req.sort:
         return None, wanted + ", no _sort"
-    pairs = _ins_criterion(req.criteria[0])
+    pairs = exact_ins(req.criteria[0])
     if pairs is None:
         return None, wanted
     if len(pairs) > MAX_LOOKUP:
@@ -522,20 +521,6 @@ def _exact_lookup(req: SearchRequest) -> tuple[Lookup | None, str | None]:
     return pairs, None
 
 
-def _ins_criterion(c: Criterion) -> Lookup | None:
-    """The (system, value) pairs when `c` is `identifier=INS-system|value[,...]` with no
-    modifier, chain or reverse chain, else None."""
-    if c.param.name != "identifier" or c.modifier or c.chain or c.has_type or c.target_type:
-        return None
-    pairs = []
-    for value in c.values:
-        system, sep, code = value.partition("|")
-        if not sep or system not in INS_SYSTEMS or not code:
-            return None
-        pairs.append((system, code))
-    return tuple(pairs)
-
-
 def chain_lookup(req: SearchRequest) -> Lookup | None:
     """INS pairs named by chains to Patient (`patient.identifier=system|value`): the chained
     Patients are looked up, so software finds its own documents by INS (IHE MHD ITI-67)."""
@@ -543,7 +528,7 @@ def chain_lookup(req: SearchRequest) -> Lookup | None:
     for c in req.criteria:
         if c.chain is None or c.chain_type is None or c.chain_type.name != "Patient":
             continue
-        found = _ins_criterion(c.chain)
+        found = exact_ins(c.chain)
         if found and len(found) <= MAX_LOOKUP:
             pairs += found
     return tuple(pairs) or None

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from espace_api.fhir.errors import FhirError
+from espace_api.fhir.ins import INS_SYSTEMS
 from espace_api.fhir.registry import REGISTRY, ResourceType, SearchParam
 from espace_api.fhir.values import date_range
 
@@ -83,6 +84,20 @@ class SearchRequest:
     revinclude: list[Include] = field(default_factory=list)
     used: list[tuple[str, str]] = field(default_factory=list)  # kept for the self link
     ignored: list[str] = field(default_factory=list)
+
+
+def exact_ins(c: "Criterion") -> tuple[tuple[str, str], ...] | None:
+    """The (system, value) pairs when `c` is `identifier=INS-system|value[,...]` with no
+    modifier, chain, reverse chain or type, else None (the exact INS lookup)."""
+    if c.param.name != "identifier" or c.modifier or c.chain or c.has_type or c.target_type:
+        return None
+    pairs = []
+    for value in c.values:
+        system, sep, code = value.partition("|")
+        if not sep or system not in INS_SYSTEMS or not code:
+            return None
+        pairs.append((system, code))
+    return tuple(pairs)
 
 
 def split_values(raw: str) -> tuple[str, ...]:

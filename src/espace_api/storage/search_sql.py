@@ -30,9 +30,8 @@ from espace_api.db.schema import (
     search_string,
     search_token,
 )
-from espace_api.fhir.ins import INS_SYSTEMS
 from espace_api.fhir.registry import REGISTRY, ResourceType
-from espace_api.fhir.search import DATE_PREFIXES, Criterion, Include, SearchRequest
+from espace_api.fhir.search import DATE_PREFIXES, Criterion, Include, SearchRequest, exact_ins
 from espace_api.fhir.values import date_range, normalize_string, split_reference
 
 PolicyFn = Callable[[Table], ColumnElement[bool]]
@@ -310,19 +309,6 @@ def _criterion_or_compartment(
 _CHAIN_PATIENT: Any = resources.alias("chain_patient")
 
 
-def _ins_pairs(crit: Criterion) -> list[tuple[str, str]] | None:
-    """(system, value) pairs when `crit` is `identifier=INS-system|value[,...]` exactly."""
-    if crit.param.name != "identifier" or crit.modifier or crit.chain or crit.has_type:
-        return None
-    pairs = []
-    for value in crit.values:
-        system, sep, code = value.partition("|")
-        if not sep or system not in INS_SYSTEMS or not code:
-            return None
-        pairs.append((system, code))
-    return pairs or None
-
-
 def _compartment_clause(
     r: Table, rtype: ResourceType, crit: Criterion, type_policy: TypePolicy | None
 ) -> ColumnElement[bool] | None:
@@ -343,8 +329,8 @@ def _compartment_clause(
     if crit.chain is not None:
         if crit.chain_type is None or crit.chain_type.name != "Patient":
             return None
-        pairs = _ins_pairs(crit.chain)
-        if pairs is not None:  # an exact INS lookup, which the policy grants every caller
+        pairs = exact_ins(crit.chain)
+        if pairs:  # an exact INS lookup, which the policy grants every caller
             i = patient_ins
             return r.c.patient_id.in_(
                 select(i.c.patient_id).where(tuple_(i.c.system, i.c.value).in_(pairs))
