@@ -16,10 +16,9 @@ import threading
 import time
 from typing import Any
 
-import orjson
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from espace_api.api.errors import outcome_response
 from espace_api.auth.identity import Identity
 from espace_api.fhir.errors import FhirError, operation_outcome
 
@@ -88,13 +87,7 @@ class Deadline:
                 outcome = operation_outcome(
                     "timeout", "The request took too long and was stopped", "REQUEST_TIMEOUT"
                 )
-                response = Response(
-                    orjson.dumps(outcome),
-                    503,
-                    headers={"Retry-After": "1"},
-                    media_type="application/fhir+json; charset=utf-8",
-                )
-                await response(scope, receive, send)
+                await outcome_response(503, outcome, {"Retry-After": "1"})(scope, receive, send)
 
 
 class Draining:
@@ -116,13 +109,8 @@ class Draining:
             outcome = operation_outcome(
                 "transient", "This instance is shutting down: retry", "DRAINING"
             )
-            response = Response(
-                orjson.dumps(outcome),
-                503,
-                headers={"Retry-After": "1", "Connection": "close"},
-                media_type="application/fhir+json; charset=utf-8",
-            )
-            await response(scope, receive, send)
+            headers = {"Retry-After": "1", "Connection": "close"}
+            await outcome_response(503, outcome, headers)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
