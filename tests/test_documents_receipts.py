@@ -4,6 +4,7 @@ from sqlalchemy import select
 
 from espace_api.db.schema import audit_events
 from tests.support.documents import pdf, sha1_b64
+from tests.support.fhir import created
 from tests.test_documents_deposit import iti65, lgc, new_patient, send
 
 STATUS = "/DocumentReference/$deposit-status"
@@ -34,11 +35,7 @@ async def test_a_vendor_reconciles_what_it_sent(client, auth, app):
     bundle, doc = iti65(pid, data)
     r = await send(client, vendor, bundle)
     assert r.status_code == 200, r.text
-    doc_id = next(
-        e["resource"]["id"]
-        for e in r.json()["entry"]
-        if e["resource"]["resourceType"] == "DocumentReference"
-    )
+    doc_id = created(r)["id"]
     second, doc2 = iti65(pid, pdf())
     assert (await send(client, vendor, second)).status_code == 200
     unknown = "urn:ietf:rfc:3986|urn:oid:1.2.250.999.1"

@@ -8,7 +8,15 @@ import pytest
 from espace_api.access.vocabulary import ROLE_CODE_SYSTEM, VISIBILITY_SYSTEM
 from tests.support.auth import DOCTOR, bearer
 from tests.support.clock import shifted
-from tests.support.fhir import INS_TEST, PRO_SCOPES, create, new_ins, patient, privacy_consent
+from tests.support.fhir import (
+    INS_TEST,
+    PRO_SCOPES,
+    create,
+    created,
+    new_ins,
+    patient,
+    privacy_consent,
+)
 from tests.support.pdsm import DISCHARGE_LETTER, pdsm_bundle
 from tests.test_documents_deposit import send
 
@@ -55,11 +63,7 @@ async def test_the_call_centre_doctor_reaches_a_space_unless_opposed(client, aut
     bundle, _ = pdsm_bundle(pid, DISCHARGE_LETTER)
     r = await send(client, vendor, bundle)
     assert r.status_code == 200, r.text
-    doc_id = next(
-        e["resource"]["id"]
-        for e in r.json()["entry"]
-        if e["resource"]["resourceType"] == "DocumentReference"
-    )
+    doc_id = created(r)["id"]
     url = f"/DocumentReference/{doc_id}"
     regulator = await professional_at(auth, "rpps-8301", CALL_CENTRE)
     elsewhere = await professional_at(auth, "rpps-8302", "750000002")

@@ -5,7 +5,16 @@ import copy
 import pytest
 
 from tests.support.auth import DOCTOR
-from tests.support.fhir import INS_TEST, PRO_SCOPES, create, grant_care, new_ins, patient, search
+from tests.support.fhir import (
+    INS_TEST,
+    PRO_SCOPES,
+    create,
+    created,
+    grant_care,
+    new_ins,
+    patient,
+    search,
+)
 from tests.support.pdsm import DISCHARGE_LETTER, IMAGING_REPORT, LAB_REPORT, pdsm_bundle
 from tests.test_documents_deposit import footprint, send
 from tests.test_lifecycle import act, enrol_one, space_of
@@ -22,14 +31,6 @@ async def pid(client, auth) -> str:
 @pytest.fixture
 async def vendor(auth) -> dict[str, str]:
     return await auth.system("lgc-pdsm", VENDOR_SCOPES)
-
-
-def created(response, resource_type: str = "DocumentReference") -> dict:
-    return next(
-        e["resource"]
-        for e in response.json()["entry"]
-        if e["resource"]["resourceType"] == resource_type
-    )
 
 
 @pytest.mark.parametrize("kind", [LAB_REPORT, DISCHARGE_LETTER, IMAGING_REPORT])

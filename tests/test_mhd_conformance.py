@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.fhir import FHIR_JSON, search
+from tests.support.fhir import FHIR_JSON, created, search
 from tests.test_documents_deposit import footprint, new_patient, send
 
 EXAMPLES = pathlib.Path(__file__).parent / "conformance" / "mhd"
@@ -215,9 +215,7 @@ async def test_find_document_lists_by_source(client, auth, vendor):
     pid = await new_patient(client, auth)
     r = await send(client, vendor, for_patient(example, pid))
     assert r.status_code == 200, r.text
-    submission = next(
-        e["resource"]["id"] for e in r.json()["entry"] if e["resource"]["resourceType"] == "List"
-    )
+    submission = created(r, "List")["id"]
     patient = await auth.patient(pid)
     bundle = await search(
         client, patient, "/List", patient=pid, source="Practitioner/ex-practitioner"

@@ -9,7 +9,7 @@ from espace_api.access.matrix import DEFAULT_PATH, MatrixError, load
 from espace_api.main import create_app
 from tests.support.auth import DOCTOR, PHYSIOTHERAPIST, VendorKey, token_form
 from tests.support.documents import pdf
-from tests.support.fhir import PRO_SCOPES, create, grant_care, patient, search
+from tests.support.fhir import PRO_SCOPES, create, created, grant_care, patient, search
 from tests.test_auth_issuer import TOKEN_URL, register, request_token
 from tests.test_documents_deposit import iti65, send
 
@@ -23,11 +23,7 @@ async def deposit(client, vendor, pid: str, type_code: str) -> tuple[str, str]:
     bundle, _ = iti65(pid, pdf(), type={"coding": coding}, category=[{"coding": coding}])
     r = await send(client, vendor, bundle)
     assert r.status_code == 200, r.text
-    doc = next(
-        e["resource"]
-        for e in r.json()["entry"]
-        if e["resource"]["resourceType"] == "DocumentReference"
-    )
+    doc = created(r)
     return doc["id"], doc["content"][0]["attachment"]["url"]
 
 

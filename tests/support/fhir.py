@@ -111,6 +111,15 @@ async def search(client: Any, headers: dict[str, str], path: str, **params: Any)
     return body
 
 
+def created(response: Any, resource_type: str = "DocumentReference") -> dict[str, Any]:
+    """The first resource of a type in a transaction-response (the one a deposit wrote)."""
+    return next(
+        e["resource"]
+        for e in response.json()["entry"]
+        if e["resource"]["resourceType"] == resource_type
+    )
+
+
 def ids(bundle: dict[str, Any], mode: str | None = "match") -> list[str]:
     """Ids of a Bundle's entries (of one search mode; None = all), in order."""
     return [
