@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from espace_api.api.errors import refusal_response
-from espace_api.api.http import prefer, run
+from espace_api.api.http import run, strict_handling
 from espace_api.auth.dependency import current_identity
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import REGISTRY, ResourceType
@@ -95,7 +95,7 @@ class FastRead:
     ) -> None:
         request = Request(scope, receive)
         params = list(request.query_params.multi_items())
-        strict = prefer(request, "handling") == "strict"
+        strict = strict_handling(request)
         await _answer(
             scope, receive, send, lambda ctx: service.search(ctx, rtype, params, strict=strict)
         )

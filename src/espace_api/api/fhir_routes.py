@@ -10,7 +10,13 @@ from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 
-from espace_api.api.http import check_accept, prefer, read_body, read_resource, run
+from espace_api.api.http import (
+    check_accept,
+    read_body,
+    read_resource,
+    run,
+    strict_handling,
+)
 from espace_api.auth.dependency import current_identity
 from espace_api.auth.identity import Identity
 from espace_api.fhir import formats
@@ -61,10 +67,6 @@ async def system_history(request: Request, identity: Caller) -> Response:
     return await run(request, identity, lambda ctx: histories.history(ctx, None, params))
 
 
-def _strict(request: Request) -> bool:
-    return prefer(request, "handling") == "strict"
-
-
 async def _patch_body(request: Request) -> tuple[patching.PatchKind, object]:
     """JSON Patch, JSON Merge Patch or a FHIRPath Patch Parameters body; 415 for any other
     content type. A plain `application/json` object that is not a Parameters resource is a
@@ -111,11 +113,14 @@ def _add_type_routes(rtype: ResourceType) -> None:
     tags: list[str | Enum] = [name]
 
     async def search_get(request: Request, identity: Caller) -> Response:
+        # Served by api/fast_read.py (same call, autocommit); kept for the OpenAPI document.
         params = list(request.query_params.multi_items())
+        strict = strict_handling(request)
         return await run(
             request,
             identity,
-            lambda ctx: service.search(ctx, rtype, params, strict=_strict(request)),
+            lambda ctx: service.search(ctx, rtype, params, strict=strict),
+            autocommit=True,
         )
 
     async def search_post(request: Request, identity: Caller) -> Response:
@@ -134,7 +139,7 @@ def _add_type_routes(rtype: ResourceType) -> None:
         return await run(
             request,
             identity,
-            lambda ctx: service.search(ctx, rtype, params, strict=_strict(request)),
+            lambda ctx: service.search(ctx, rtype, params, strict=strict_handling(request)),
         )
 
     async def create(request: Request, identity: Caller) -> Response:
@@ -145,7 +150,10 @@ def _add_type_routes(rtype: ResourceType) -> None:
         )
 
     async def read(id: str, request: Request, identity: Caller) -> Response:
-        return await run(request, identity, lambda ctx: service.read(ctx, rtype, id))
+        # Served by api/fast_read.py (same call, autocommit); kept for the OpenAPI document.
+        return await run(
+            request, identity, lambda ctx: service.read(ctx, rtype, id), autocommit=True
+        )
 
     async def update(id: str, request: Request, identity: Caller) -> Response:
         body = await read_resource(request)

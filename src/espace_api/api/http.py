@@ -89,6 +89,11 @@ def prefer(request: Request, key: str) -> str | None:
 WRITE_METHODS = ("POST", "PUT", "PATCH")
 
 
+def strict_handling(request: Request) -> bool:
+    """`Prefer: handling=strict` (unknown search parameters are refused, not ignored)."""
+    return prefer(request, "handling") == "strict"
+
+
 def _written_outcome(result: Result) -> bytes:
     action = "Created" if result.status == 201 else "Updated"
     message = f"{action} {result.resource_type}/{result.id} version {result.version_id}"
