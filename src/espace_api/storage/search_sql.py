@@ -224,19 +224,24 @@ def _live(t: Table, rtype: ResourceType, type_policy: TypePolicy | None) -> list
 
 def _chain_clause(r: Table, crit: Criterion, type_policy: TypePolicy | None) -> ColumnElement[bool]:
     """`subject:Patient.identifier=x`: the reference points at a target matching x."""
-    assert crit.chain is not None and crit.chain_type is not None  # by construction
-    target = _alias(resources)
+    assert crit.chain_type is not None  # by construction
     ref = _alias(search_reference)
-    inner = and_(
-        *_live(target, crit.chain_type, type_policy),
-        criterion_clause(target, crit.chain, type_policy),
-    )
     return exists().where(
         ref.c.resource_type == r.c.resource_type,
         ref.c.resource_id == r.c.id,
         ref.c.param == crit.param.name,
         ref.c.target_type == crit.chain_type.name,
-        ref.c.target_id.in_(select(target.c.id).where(inner)),
+        ref.c.target_id.in_(_chained_ids(_alias(resources), crit, type_policy)),
+    )
+
+
+def _chained_ids(target: Any, crit: Criterion, type_policy: TypePolicy | None) -> Select[Any]:
+    """Ids of the live, visible resources (alias `target`) a chain's inner criterion
+    matches."""
+    assert crit.chain is not None and crit.chain_type is not None  # by construction
+    return select(target.c.id).where(
+        *_live(target, crit.chain_type, type_policy),
+        criterion_clause(target, crit.chain, type_policy),
     )
 
 
@@ -335,12 +340,7 @@ def _compartment_clause(
             return r.c.patient_id.in_(
                 select(i.c.patient_id).where(tuple_(i.c.system, i.c.value).in_(pairs))
             )
-        target = _CHAIN_PATIENT
-        inner = and_(
-            *_live(target, crit.chain_type, type_policy),
-            criterion_clause(target, crit.chain, type_policy),
-        )
-        return r.c.patient_id.in_(select(target.c.id).where(inner))
+        return r.c.patient_id.in_(_chained_ids(_CHAIN_PATIENT, crit, type_policy))
     ids = []
     for value in crit.values:
         split = split_reference(value)
