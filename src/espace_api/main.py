@@ -9,11 +9,10 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from espace_api import __version__
 from espace_api.access import policy
-from espace_api.api import errors, fast_read, fhir_routes
+from espace_api.api import errors, fhir_routes
 from espace_api.api.access_log import AccessLog
 from espace_api.api.fast_read import FastRead
 from espace_api.api.limits import Deadline, Draining, RateLimiter, install_drain
@@ -59,22 +58,6 @@ def behaviours() -> Behaviours:
     return registry
 
 
-class App(FastAPI):
-    """The application. The hot reads (api/fast_read.py) enter through `fast`, the access
-    log, the 500 guard and gzip around FastRead, without Starlette's and FastAPI's own
-    layers (server-error, exception and telemetry middleware, routing); everything else
-    goes through FastAPI as usual."""
-
-    fast: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast is not None and fast_read.handles(scope):
-            scope["app"] = self
-            await self.fast(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build the application; the database engine is created at start-up."""
     settings = settings or get_settings()
@@ -99,7 +82,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             await documents_setup.stop(app)
             await app.state.engine.dispose()
 
-    app = App(
+    app = FastAPI(
         title="espace-api",
         version=__version__,
         description=DESCRIPTION,
@@ -110,21 +93,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.limiter = RateLimiter(settings.machine_rate_per_second, settings.machine_rate_burst)
     # Only when the client sends Accept-Encoding: gzip; FHIR JSON/XML only: document bytes
     # keep their Content-Length and Range semantics.
-    excluded = (*DEFAULT_EXCLUDED_CONTENT_TYPES, *DOCUMENT_TYPES)
-    gzip = {"minimum_size": 1000, "compresslevel": 5}
-    app.add_middleware(GZipMiddleware, **gzip, exclude_content_types=excluded)
+    # FastRead innermost: gzip, the deadline, the drain, the 500 guard and the access log
+    # wrap the hot reads as they wrap every route.
+    app.add_middleware(FastRead)
+    app.add_middleware(
+        GZipMiddleware,
+        minimum_size=1000,
+        compresslevel=5,
+        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, *DOCUMENT_TYPES),
+    )
     app.add_middleware(Deadline, seconds=settings.request_timeout_seconds)
     app.add_middleware(Draining)
-    app.fast = AccessLog(
-        errors.CatchAll(
-            Draining(
-                Deadline(
-                    GZipMiddleware(FastRead(app.router), **gzip, exclude_content_types=excluded),
-                    seconds=settings.request_timeout_seconds,
-                )
-            )
-        )
-    )
     errors.install(app)
 
     @app.get("/healthz", tags=["ops"], summary="liveness probe")

@@ -54,16 +54,6 @@ _SEARCH_ROUTES = {
 }
 
 
-def handles(scope: Scope) -> bool:
-    """Whether `scope` is a read FastRead answers itself."""
-    if scope["type"] != "http" or scope["method"] != "GET":
-        return False
-    match = _PATH.fullmatch(scope["path"])
-    if not match or match[1] not in _TYPES:
-        return False
-    return match[2] is not None or match[1] in _SEARCH_ROUTES
-
-
 class FastRead:
     """Pure ASGI middleware answering `GET /{Type}/{id}` and `GET /{Type}?...`."""
 
