@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from espace_api.db.schema import audit_events
+from espace_api.db.schema import audit_events, message_participants, messages
 from tests.support.auth import code_of
 from tests.support.fhir import (
     FHIR_JSON,
@@ -353,3 +353,14 @@ async def test_a_new_thread_and_threads_ordering(client, auth):
     assert r.status_code == 200, "a patient's own space by default"
     r = await client.get("/Communication/$threads", headers=h.doctor)
     assert r.status_code == 400 and code_of(r) == "INVALID_SEARCH"
+
+
+async def test_an_objection_purges_the_messages_with_the_rest(client, auth, app):
+    c = await conversation(client, auth)  # the space is still `notified`
+    r = await client.post(f"/Patient/{c.pid}/$oppose", headers=c.me)
+    assert r.status_code == 200, r.text
+    assert (await threads(client, c.hospital.doctor, c.pid)).status_code == 404
+    async with app.state.engine.connect() as conn:
+        for table in (messages, message_participants):
+            rows = await conn.execute(select(table).where(table.c.patient_id == c.pid))
+            assert rows.first() is None, table.name
