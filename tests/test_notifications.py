@@ -167,6 +167,26 @@ async def test_new_messages_and_documents_are_notified_without_content(
         await documents_rx.stop()
 
 
+async def test_an_event_during_a_delivery_is_notified_after_it(client, auth, worker, receiver):
+    w, _ = worker
+    pid, me = await space(client, auth)
+    await create(client, me, subscription(pid, receiver.url))
+    h = await hospital(auth)
+    await create(client, h.software, message(pid, h.ref, [f"Patient/{pid}"]))
+
+    async def new_message() -> None:
+        receiver.during = None
+        await create(client, h.software, message(pid, h.ref, [f"Patient/{pid}"], "Encore"))
+
+    receiver.during = new_message  # arrives while the first notification is on its way
+    await w.run_once()
+    assert len(receiver.requests) == 1
+    await w.run_once()
+    assert len(receiver.requests) == 2, "the message sent meanwhile is not lost"
+    await w.run_once()
+    assert len(receiver.requests) == 2
+
+
 async def test_a_failing_receiver_is_retried_then_the_subscription_is_in_error(
     client, auth, worker, receiver
 ):

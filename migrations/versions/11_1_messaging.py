@@ -11,7 +11,8 @@ Every table carries `patient_id` first in its primary key (shard key, ARCHITECTU
   is its read receipt. The access policy and the unread counts read this table.
 - `subscriptions`: the patient's rest-hook Subscriptions as the notifier reads them.
 - `notification_outbox`: "something new" for one Subscription, queued in the transaction of
-  the write that caused it, delivered by the worker (messaging/worker.py).
+  the write that caused it (at most one pending per Subscription), delivered by the worker
+  (messaging/worker.py): pending -> sending -> delivered | pending (retry) | failed.
 """
 
 from alembic import op
@@ -83,7 +84,7 @@ CREATE UNIQUE INDEX ux_notification_outbox_pending
 """,
     """
 CREATE INDEX ix_notification_outbox_due ON notification_outbox (next_attempt)
-    WHERE state = 'pending'
+    WHERE state IN ('pending', 'sending')
 """,
 )
 

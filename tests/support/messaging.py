@@ -3,6 +3,7 @@ receiver for rest-hook notifications."""
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,8 @@ class Receiver:
     status: int = 200
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: asyncio.Server | None = None
+    # Run while a request is being answered (e.g. a new event arriving during a delivery).
+    during: Callable[[], Awaitable[None]] | None = None
 
     @property
     def url(self) -> str:
@@ -121,6 +124,8 @@ class Receiver:
         }
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests.append({"method": method, "path": path, "headers": headers, "body": body})
+        if self.during is not None:
+            await self.during()
         reason = "OK" if self.status < 400 else "Error"
         writer.write(
             f"HTTP/1.1 {self.status} {reason}\r\nContent-Length: 0\r\n"

@@ -228,7 +228,8 @@ notification_outbox = Table(
     Column("id", Text, primary_key=True),
     Column("subscription_id", Text, nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
-    Column("state", Text, nullable=False, server_default="pending"),  # pending|delivered|failed
+    # pending | sending (a worker holds it) | delivered | failed | cancelled
+    Column("state", Text, nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt", DateTime(timezone=True), nullable=False),
     Column("last_error", Text, nullable=True),

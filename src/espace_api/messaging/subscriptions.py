@@ -81,7 +81,7 @@ def check(content: dict[str, Any], patient_id: str, settings: Settings) -> Chann
             "Subscription.channel.endpoint",
         )
     headers = channel.get("header") or []
-    if any(not isinstance(h, str) or ":" not in h or "\n" in h for h in headers):
+    if any(not isinstance(h, str) or ":" not in h or "\n" in h or "\r" in h for h in headers):
         raise _bad(
             "INVALID_ENDPOINT",
             "Subscription.channel.header items are 'Name: value' strings",

@@ -14,10 +14,9 @@ from espace_api.audit import recorder
 from espace_api.fhir import bundles
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import REGISTRY
-from espace_api.fhir.values import format_instant
 from espace_api.messaging.participants import viewer
 from espace_api.resources.results import Result
-from espace_api.resources.service import Context
+from espace_api.resources.service import Context, searchset
 from espace_api.storage import message_repository as repo
 from espace_api.storage import repository
 
@@ -68,15 +67,7 @@ async def list_threads(ctx: Context, items: list[tuple[str, str]]) -> Result:
     ]
     base = f"{ctx.base}/Communication/$threads"
     links = bundles.page_links(base, used, offset, count, total, len(rows))
-    body = bundles.bundle(
-        "searchset",
-        entries,
-        total=total,
-        links=links,
-        bundle_id=ctx.clock.ids(),
-        timestamp=format_instant(ctx.clock.now()),
-    )
-    return Result(200, body)
+    return searchset(ctx, entries, total, links)
 
 
 async def _own_space(ctx: Context, patient_id: str) -> bool:

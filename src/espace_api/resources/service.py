@@ -500,9 +500,11 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
     projected = await _projected(ctx, rows) if lookup else set()
     subsetted = search_mod.subsetting(req)
     replaced = await ctx.after_read(rtype, [(i, p, j) for i, j, p in rows if j is not None])
+    replaced_included: dict[tuple[str, str], str] = {}
     for type_ in {m[0] for m in included}:
         found = [(m[1], m[3], m[2]) for m in included if m[0] == type_]
-        replaced |= await ctx.after_read(REGISTRY[type_], found)  # ids are uuids
+        got = await ctx.after_read(REGISTRY[type_], found)
+        replaced_included |= {(type_, id_): json for id_, json in got.items()}
     entries = []
     for id_, json, _ in rows:
         json = project_patient(json) if id_ in projected else ctx.render(rtype, json)
@@ -517,7 +519,7 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
     entries += [
         bundles.Entry(
             f"{ctx.base}/{type_}/{id_}",
-            replaced.get(id_) or ctx.render(REGISTRY[type_], json),
+            replaced_included.get((type_, id_)) or ctx.render(REGISTRY[type_], json),
             "include",
         )
         for type_, id_, json, _ in included
@@ -527,6 +529,13 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
     )
     if summary_count:
         links = links[:1]  # self only: there are no pages to follow
+    return searchset(ctx, entries, total, links)
+
+
+def searchset(
+    ctx: Context, entries: list[bundles.Entry], total: int | None, links: list[tuple[str, str]]
+) -> Result:
+    """A searchset Bundle answer (an id and timestamp of its own)."""
     body = bundles.bundle(
         "searchset",
         entries,

@@ -16,6 +16,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -264,15 +265,24 @@ class Due:
     headers: list[str]
 
 
+# The states a worker takes notifications in: `pending`, and `sending` whose lease ended (a
+# worker that stopped while delivering). Literals, so that the partial index applies.
+_TO_SEND: tuple[ColumnElement[str], ...] = (
+    literal_column("'pending'"),
+    literal_column("'sending'"),
+)
+
+
 async def claim_due(
     conn: AsyncConnection, now: datetime, lease_until: datetime, limit: int
 ) -> list[Due]:
-    """Take up to `limit` pending notifications due at `now` (skipping those another worker
-    holds) and push their next attempt to `lease_until` while this worker delivers them."""
+    """Take up to `limit` notifications due at `now` (skipping those another worker holds):
+    `sending` until `lease_until`, so that an event arriving meanwhile queues a new pending
+    notification instead of joining one already on its way."""
     o, s = notification_outbox, subscriptions
     due = (
         select(o.c.patient_id, o.c.id)
-        .where(o.c.state == "pending", o.c.next_attempt <= now)
+        .where(o.c.state.in_(_TO_SEND), o.c.next_attempt <= now)
         .order_by(o.c.next_attempt)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -281,7 +291,7 @@ async def claim_due(
     claimed = (
         update(o)
         .where(tuple_(o.c.patient_id, o.c.id).in_(select(due.c.patient_id, due.c.id)))
-        .values(next_attempt=lease_until)
+        .values(state="sending", next_attempt=lease_until)
         .returning(o.c.patient_id, o.c.id, o.c.subscription_id, o.c.attempts)
         .cte("claimed")
     )
@@ -309,11 +319,19 @@ async def settle(
     next_attempt: datetime | None = None,
 ) -> None:
     """Record a delivery attempt: `delivered`, `failed` or `cancelled` (done at `now`), or
-    `pending` again with its next attempt."""
+    `pending` again with its next attempt (absorbing a notification queued meanwhile for the
+    same Subscription: the retry tells the same "something new")."""
     o = notification_outbox
     values: dict[str, Any] = {"state": state, "attempts": attempts, "last_error": error}
     if state == "pending":
         values["next_attempt"] = next_attempt or now
+        await conn.execute(
+            delete(o).where(
+                o.c.patient_id == due.patient_id,
+                o.c.subscription_id == due.subscription_id,
+                o.c.state == "pending",
+            )
+        )
     else:
         values["done_at"] = now
     await conn.execute(
