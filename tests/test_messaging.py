@@ -364,3 +364,27 @@ async def test_an_objection_purges_the_messages_with_the_rest(client, auth, app)
         for table in (messages, message_participants):
             rows = await conn.execute(select(table).where(table.c.patient_id == c.pid))
             assert rows.first() is None, table.name
+
+
+async def test_the_patient_asks_why_someone_can_read_a_message(client, auth):
+    c = await conversation(client, auth)
+
+    async def explain(**params: str) -> dict[str, Any]:
+        r = await client.get(
+            f"/Communication/{c.reply['id']}/$explain", params=params, headers=c.me
+        )
+        assert r.status_code == 200, r.text
+        out = {p["name"]: p for p in r.json()["parameter"] if p["name"] == "visible"}
+        rules = [
+            {q["name"]: next(v for k, v in q.items() if k.startswith("value")) for q in p["part"]}
+            for p in r.json()["parameter"]
+            if p["name"] == "rule"
+        ]
+        return {"visible": out["visible"]["valueBoolean"], "rules": rules}
+
+    inside = await explain(practitioner="rpps-42", organization=c.hospital.finess)
+    assert inside["visible"] is True
+    outside = await explain(practitioner="rpps-42", organization="111111111")
+    assert outside["visible"] is False
+    part = next(r for r in outside["rules"] if r["code"] == "message-participant")
+    assert part["holds"] is False
