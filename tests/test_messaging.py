@@ -1,6 +1,7 @@
 """Secure messaging (issue 11): only a conversation's participants see it, a blocked
 professional cannot write, receipts and unread counts, attachments as documents' content."""
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -8,10 +9,12 @@ from sqlalchemy import select
 
 from espace_api.db.schema import audit_events, message_participants, messages
 from tests.support.auth import code_of
+from tests.support.documents import pdf
 from tests.support.fhir import (
     FHIR_JSON,
     PRO_SCOPES,
     create,
+    created,
     grant_care,
     patient,
     practitioner_ref,
@@ -388,3 +391,50 @@ async def test_the_patient_asks_why_someone_can_read_a_message(client, auth):
     assert outside["visible"] is False
     part = next(r for r in outside["rules"] if r["code"] == "message-participant")
     assert part["holds"] is False
+
+
+async def test_a_reply_and_its_attachment_in_one_transaction(client, auth):
+    c = await conversation(client, auth)
+    data = pdf()
+    binary_url = "urn:uuid:0d7c6e62-0d4c-4a40-8f65-0c3e3c1b5a01"
+    message_url = "urn:uuid:1f0e4a3c-8d7b-4f3e-9a2b-6c5d4e3f2a1b"
+    reply = message(
+        c.pid,
+        f"Patient/{c.pid}",
+        [c.hospital.ref],
+        "Le compte rendu",
+        partOf=[{"reference": f"Communication/{c.first['id']}"}],
+    )
+    reply["payload"].append(
+        {"contentAttachment": {"contentType": "application/pdf", "url": binary_url}}
+    )
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": binary_url,
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/pdf",
+                    "securityContext": {"reference": f"Patient/{c.pid}"},
+                    "data": base64.b64encode(data).decode(),
+                },
+                "request": {"method": "POST", "url": "Binary"},
+            },
+            {
+                "fullUrl": message_url,
+                "resource": reply,
+                "request": {"method": "POST", "url": "Communication"},
+            },
+        ],
+    }
+    r = await client.post("/", json=bundle, headers={**c.me, **FHIR_JSON})
+    assert r.status_code == 200, r.text
+    sent = created(r, "Communication")
+    url = sent["payload"][1]["contentAttachment"]["url"]
+    assert url.startswith("Binary/") and sent["payload"][1]["contentAttachment"]["size"] == len(
+        data
+    )
+    got = await client.get(f"/{url}", headers=c.hospital.doctor)
+    assert got.status_code == 200 and got.content == data

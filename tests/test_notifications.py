@@ -20,6 +20,7 @@ from espace_api.messaging.worker import NotificationWorker
 from tests.support.auth import code_of
 from tests.support.fhir import FHIR_JSON, PRO_SCOPES, create, document, grant_care, patient
 from tests.support.messaging import Receiver, hospital, message
+from tests.test_core_logging import sample
 
 
 def subscription(pid: str, endpoint: str, topic: str = "Communication", **channel: Any) -> dict:
@@ -192,6 +193,7 @@ async def test_a_failing_receiver_is_retried_then_the_subscription_is_in_error(
 ):
     w, clock = worker
     receiver.status = 500
+    before = (await client.get("/metrics")).text
     pid, me = await space(client, auth)
     sub = await create(client, me, subscription(pid, receiver.url))
     h = await hospital(auth)
@@ -217,6 +219,10 @@ async def test_a_failing_receiver_is_retried_then_the_subscription_is_in_error(
     r = await client.get(f"/Subscription/{sub['id']}", headers=me)
     assert r.json()["status"] == "error"
     assert "3 attempts" in r.json()["error"] and "HTTP 500" in r.json()["error"]
+    after = (await client.get("/metrics")).text
+    for outcome, more in (("retry", 2), ("failed", 1)):
+        name, labels = "espace_notifications_total", {"outcome": outcome}
+        assert sample(after, name, **labels) - sample(before, name, **labels) >= more
     # in error: nothing more is queued or sent
     await create(client, h.software, message(pid, h.ref, [f"Patient/{pid}"]))
     clock.shift += timedelta(hours=1)

@@ -26,6 +26,7 @@ from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
 from espace_api.config import Settings
 from espace_api.fhir.registry import REGISTRY
+from espace_api.metrics.counters import NOTIFICATIONS
 from espace_api.resources.behaviour import Behaviours
 from espace_api.resources.service import Context
 from espace_api.storage import message_repository as repo
@@ -99,9 +100,11 @@ class NotificationWorker:
         now = self.clock.now()
         attempts = due.attempts + 1
         if outcome is None:
+            NOTIFICATIONS.labels("cancelled").inc()
             await repo.settle(conn, due, "cancelled", now, attempts=due.attempts)
             return
         if outcome.error is None:
+            NOTIFICATIONS.labels("delivered").inc()
             await repo.settle(conn, due, "delivered", now, attempts=attempts)
             return
         log.info(
@@ -109,6 +112,7 @@ class NotificationWorker:
             extra={"subscription": due.subscription_id, "attempt": attempts, "why": outcome.error},
         )
         if attempts < self.max_attempts:
+            NOTIFICATIONS.labels("retry").inc()
             wait = self.backoff * 2 ** (attempts - 1)
             await repo.settle(
                 conn,
@@ -120,6 +124,7 @@ class NotificationWorker:
                 next_attempt=now + wait,
             )
             return
+        NOTIFICATIONS.labels("failed").inc()
         await repo.settle(conn, due, "failed", now, attempts=attempts, error=outcome.error)
         await self._mark_error(conn, due, f"{attempts} attempts failed, last: {outcome.error}")
 
