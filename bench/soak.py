@@ -1,10 +1,10 @@
 """`make soak`: a mixed workload against the real server for minutes, and its RSS.
 
 70 % patients' reads and searches (each patient with their own token), 20 % ITI-65 deposits
-(~50 KB PDFs with unique bytes, 16 vendors), 10 % messages (a patient's Communication), from
-`--connections` (50) wrk connections for `--seconds` (300), 2 uvicorn workers, on a fresh
-database. Prints throughput, p50/p95/p99, the error count (must be 0) and each worker's RSS
-after a 30 s warm-up and at the end.
+(~50 KB PDFs with unique bytes, 16 vendors), 10 % messages (a patient's reply in the
+thread their doctor opened), from `--connections` (50) wrk connections for `--seconds` (300),
+2 uvicorn workers, on a fresh database. Prints throughput, p50/p95/p99, the error count
+(must be 0) and each worker's RSS after a 30 s warm-up and at the end.
 """
 
 import argparse
@@ -13,6 +13,8 @@ import json
 import pathlib
 import shutil
 import tempfile
+
+import httpx
 
 from bench import db, documents, limit, tokens
 from bench.run import create_patients, fresh_database, start_server
@@ -41,16 +43,38 @@ def workers_of(parent: int) -> list[int]:
     return sorted(out)
 
 
-def message(pid: str) -> str:
+DOCTOR = "Practitioner/rpps-10001"
+
+
+def message(pid: str, sender: str, recipient: str, text: str, thread: str | None = None) -> dict:
+    """A Communication about `pid` (the server sets `sent`), in `thread` if given."""
     body = {
         "resourceType": "Communication",
         "status": "completed",
         "subject": {"reference": f"Patient/{pid}"},
-        "sender": {"reference": f"Patient/{pid}"},
-        "recipient": [{"reference": "Practitioner/rpps-10001"}],
-        "sent": "2026-11-30T10:00:00Z",
-        "payload": [{"contentString": "Question about my results ({{N}})"}],
+        "sender": {"reference": sender},
+        "recipient": [{"reference": recipient}],
+        "payload": [{"contentString": text}],
     }
+    if thread:
+        body["partOf"] = [{"reference": f"Communication/{thread}"}]
+    return body
+
+
+async def open_threads(base: str, token: str, pids: list[str]) -> list[str]:
+    """The doctor's first message to each patient: the soak's messages answer it."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as c:
+        ids = []
+        for pid in pids:
+            r = await c.post("/Communication", json=message(pid, DOCTOR, f"Patient/{pid}", "Hi"))
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+        return ids
+
+
+def reply(pid: str, thread: str) -> str:
+    body = message(pid, f"Patient/{pid}", DOCTOR, "Question about my results ({{N}})", thread)
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -78,8 +102,9 @@ def main() -> None:
             requests += [("GET", f"/DocumentReference?patient={pid}&_sort=-date", token, "")] * 5
         deposit = documents.deposit_template()
         requests += [("POST", "/", "", deposit)] * 40  # 20 %
-        for pid, token in zip(readers, people, strict=True):  # 10 %
-            requests.append(("POST", "/Communication", token, message(pid)))
+        threads = asyncio.run(open_threads(base, operator, readers))
+        for pid, token, thread in zip(readers, people, threads, strict=True):  # 10 %
+            requests.append(("POST", "/Communication", token, reply(pid, thread)))
         mixed = limit.requests_file(work / "soak.tsv", requests, tokens=vendors, patients=patients)
         # Warm-up (caches, pools, statement caches fill), then RSS is taken.
         limit.wrk("warm-up", base, requests=mixed, connections=args.connections, seconds=30)

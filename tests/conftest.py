@@ -61,7 +61,13 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, base_url=BASE)
+    # No notification worker in the background: tests run it on demand (test_messaging).
+    return Settings(
+        database_url=database_url,
+        base_url=BASE,
+        notification_interval_seconds=0,
+        subscription_allow_http=True,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -138,6 +138,21 @@ class Settings(BaseSettings):
         description="a document labelled INVISIBLE_PATIENT is shown to the patient after this "
         "many days unless a professional released it earlier (0: only a professional releases)",
     )
+    # Messaging notifications (messaging/worker.py, docs/messaging.md).
+    notification_interval_seconds: float = Field(
+        default=5.0, description="notification worker period (0: no worker in this process)"
+    )
+    notification_max_attempts: int = Field(
+        default=6, description="delivery attempts before the Subscription is set to error"
+    )
+    notification_backoff_seconds: float = Field(
+        default=30.0, description="wait before the 2nd attempt; doubled for each next one"
+    )
+    notification_timeout_seconds: float = Field(default=10.0, description="per delivery")
+    notification_batch: int = Field(default=100, description="notifications per worker round")
+    subscription_allow_http: bool = Field(
+        default=False, description="accept http:// rest-hook endpoints (tests, local apps)"
+    )
 
     @property
     def issuer(self) -> str:

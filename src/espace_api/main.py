@@ -27,6 +27,8 @@ from espace_api.documents import routes as documents_routes
 from espace_api.documents import setup as documents_setup
 from espace_api.lifecycle import routes as lifecycle_routes
 from espace_api.lifecycle import setup as lifecycle_setup
+from espace_api.messaging import routes as messaging_routes
+from espace_api.messaging import setup as messaging_setup
 from espace_api.metrics import counters
 from espace_api.metrics import routes as metrics_routes
 from espace_api.privacy import routes as privacy_routes
@@ -55,6 +57,7 @@ def behaviours() -> Behaviours:
     documents_setup.register(registry)
     privacy_setup.register(registry)
     lifecycle_setup.register(registry)
+    messaging_setup.register(registry)
     return registry
 
 
@@ -73,12 +76,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.started = clock.now()
         await auth_setup.install(app)
         await documents_setup.start(app)
+        await messaging_setup.start(app)
         counters.watch_pool(app.state.engine)
         app.state.draining = False
         install_drain(app.state, settings.drain_seconds)
         try:
             yield
         finally:
+            await messaging_setup.stop(app)
             await documents_setup.stop(app)
             await app.state.engine.dispose()
 
@@ -122,6 +127,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(audit_routes.router)
     app.include_router(privacy_routes.router)
     app.include_router(lifecycle_routes.router)
+    app.include_router(messaging_routes.router)  # $threads before /Communication/{id}
     app.include_router(metrics_routes.router)
     app.include_router(fhir_routes.router)
     return app

@@ -88,10 +88,17 @@ class AuthFactory:
         subject: str = "rpps-10001",
         scopes: str = "user/*.rs",
         profession: str | None = DOCTOR,
+        organization: str | None = None,
     ) -> dict[str, str]:
-        """A professional at a screen (a doctor unless `profession` says otherwise)."""
+        """A professional at a screen (a doctor unless `profession` says otherwise), working
+        for `organization` (finess:<n>) when given."""
         issued = await self.issuer.mint(
-            kind="user", subject=subject, scope=scopes, practitioner=subject, profession=profession
+            kind="user",
+            subject=subject,
+            scope=scopes,
+            practitioner=subject,
+            profession=profession,
+            organization=organization,
         )
         return bearer(issued.access_token)
 

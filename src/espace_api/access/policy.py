@@ -21,6 +21,11 @@ Who sees what (docs/privacy.md):
   type the profession matrix keeps from their profession (access/matrix.py), the content of
   those documents, and the patient's own privacy choices (Consents other than their own). A
   Patient it has no access to only through an exact INS lookup, projected as for software.
+- messages (Communication) are seen by their participants only (docs/messaging.md): the
+  patient when the space's Patient is the sender or a recipient; a professional (not
+  blocked) when they or their organisation are; whatever the care relationship or
+  break-the-glass. A message's attachment (Binary) is seen by the message's participants.
+  Subscriptions are the patient's own.
 """
 
 from collections.abc import Iterator
@@ -35,6 +40,7 @@ from sqlalchemy import (
     and_,
     exists,
     false,
+    literal,
     not_,
     or_,
     select,
@@ -49,6 +55,7 @@ from espace_api.auth.identity import Identity, Interaction
 from espace_api.config import Settings as AppSettings
 from espace_api.db.schema import (
     access_rules,
+    message_participants,
     patient_ins,
     resource_versions,
     resources,
@@ -63,7 +70,7 @@ from espace_api.fhir.search import SearchRequest, exact_ins
 from espace_api.fhir.values import split_reference
 
 INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
-DOCREF, BINARY = "DocumentReference", "Binary"
+DOCREF, BINARY, COMMUNICATION = "DocumentReference", "Binary", "Communication"
 
 # Fixed aliases for the policy's own subqueries (building aliases per request is costly);
 # never the outer query's tables, so correlation always targets the row being decided.
@@ -79,6 +86,8 @@ _REP_ROLE = _search_token.alias("pol_rep_role")
 _REP_ID = _search_token.alias("pol_rep_id")
 _REP_INS = patient_ins.alias("pol_rep_ins")
 _BIRTH = search_date.alias("pol_birth")
+_PART = message_participants.alias("pol_part")
+_ATT = search_reference.alias("pol_att")
 
 #: An exact INS lookup: the (system, value) pairs a Patient search names.
 Lookup = tuple[tuple[str, str], ...]
@@ -220,6 +229,31 @@ def _documents_of(table: Table, condition: Any) -> ColumnElement[bool]:
     )
 
 
+def _takes_part(table: Table, actor: Any) -> ColumnElement[bool]:
+    """The message (this row) names `actor` (a SQL condition on the participant's actor
+    key) as its sender or a recipient."""
+    c, p = table.c, _PART
+    return exists().where(p.c.patient_id == c.patient_id, p.c.message_id == c.id, actor(p))
+
+
+def _attached_to_message(table: Table, keys: tuple[str, ...]) -> ColumnElement[bool]:
+    """This Binary is the attachment of a live message of the same patient that names one
+    of `keys` as a participant."""
+    if not keys:
+        return false()
+    c, ref, p = table.c, _ATT, _PART
+    return exists().where(
+        ref.c.param == "attachment",
+        ref.c.target_id == c.id,
+        ref.c.target_type == BINARY,
+        ref.c.resource_type == COMMUNICATION,
+        ref.c.patient_id == c.patient_id,
+        p.c.patient_id == c.patient_id,
+        p.c.message_id == ref.c.resource_id,
+        p.c.actor.in_(keys),
+    )
+
+
 ALLOW = Rule("operator", "operators see everything", true())
 DIRECTORY = Rule("directory", "directory resources (no patient compartment) are public", true())
 
@@ -329,6 +363,13 @@ def _patient(
         return Rule(
             "patient", "a patient sees their own space", all_of=(own, announced, not_hidden)
         )
+    if rtype.name == COMMUNICATION:
+        part = Rule(
+            "message-participant",
+            "the space's person is the message's sender or one of its recipients",
+            _takes_part(table, lambda p: p.c.actor == literal("patient:") + c.patient_id),
+        )
+        return Rule("patient", "a patient sees the messages they take part in", all_of=(own, part))
     if rtype.name == BINARY:
         announced = Rule(
             "content-announced",
@@ -374,6 +415,18 @@ def _professional(
     keys = actors.identity_keys(identity)
     person = tuple(k for k in keys if k.startswith("practitioner:"))
     not_blocked = _not_blocked(identity, table, now)
+    if rtype.name == COMMUNICATION:
+        part = Rule(
+            "message-participant",
+            "the professional or their organisation is the message's sender or a recipient "
+            "(care relationships and break-the-glass do not open messages)",
+            _takes_part(table, lambda p: p.c.actor.in_(keys)) if keys else false(),
+        )
+        return Rule(
+            "professional",
+            "a professional sees the messages they take part in",
+            all_of=(not_blocked, part),
+        )
     author = Rule("author", "the caller deposited it", _created_by(table, identity.actor))
     care = Rule(
         "care-relationship",
@@ -401,7 +454,15 @@ def _professional(
     access = Rule("access", "the professional has access to this space", any_of=(care, btg, samu))
     shared = _shared(identity, rtype, table, now, s.matrix)
     through = Rule("shared", "shared with this professional", all_of=(access, shared))
-    ways = (author, through, *filter(None, [_patient_lookup(table, lookup)]))
+    attachment = None
+    if rtype.name == BINARY:
+        attachment = Rule(
+            "message-attachment",
+            "the content is attached to a message the professional or their organisation "
+            "takes part in",
+            _attached_to_message(table, keys),
+        )
+    ways = (author, through, *filter(None, [attachment, _patient_lookup(table, lookup)]))
     return Rule(
         "professional",
         "a professional sees what they deposited, or what the space shares with them",
@@ -473,6 +534,8 @@ def _shared(
         )
     if rtype.name == "Consent":
         return Rule("private", "a patient's privacy choices are theirs only", false())
+    if rtype.name == "Subscription":
+        return Rule("private", "a patient's notification settings are theirs only", false())
     return Rule("space", "the space's other resources", true())
 
 
@@ -550,6 +613,12 @@ def _not_blocked(identity: Identity, table: Table, now: datetime) -> Rule:
         "the patient has not blocked this professional or their organisation",
         not_(_rule_exists(table.c.patient_id, (v.BLOCK,), keys, now)),
     )
+
+
+def blocking_none_of(keys: tuple[str, ...], table: Table, now: datetime) -> ColumnElement[bool]:
+    """Patients (rows of `table`) who block none of the actor `keys` (a message's sender:
+    software posting for an organisation is refused by a space that blocks it)."""
+    return not_(_rule_exists(table.c.patient_id, (v.BLOCK,), keys, now)) if keys else true()
 
 
 def visible(

@@ -178,3 +178,60 @@ patient_ins = Table(
     Column("patient_id", Text, nullable=False),
     Index("ix_patient_ins_patient", "patient_id"),
 )
+
+# Messaging (migration 11_1, messaging/). One row per Communication: its thread (the first
+# message's id) and the server-set `sent`.
+messages = Table(
+    "messages",
+    metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("id", Text, primary_key=True),
+    Column("thread_id", Text, nullable=False),
+    Column("sent", DateTime(timezone=True), nullable=False),
+    Index("ix_messages_thread", "patient_id", "thread_id", "sent"),
+)
+
+# The sender and recipients of each message as actor keys (`patient:<id>`,
+# `practitioner:<rpps>`, `organization:<finess>`; a PractitionerRole gives both of its keys);
+# `reference` is the Reference as written; a recipient's `received` is its read receipt.
+message_participants = Table(
+    "message_participants",
+    metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("message_id", Text, primary_key=True),
+    Column("role", Text, primary_key=True),  # sender | recipient
+    Column("actor", Text, primary_key=True),
+    Column("reference", Text, nullable=False),
+    Column("received", DateTime(timezone=True), nullable=True),
+    Index("ix_message_participants_actor", "patient_id", "actor", "role"),
+)
+
+# A patient's rest-hook Subscriptions as the notifier reads them (derived from the
+# Subscription resources in the same transaction); `topic` is the criteria's resource type.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("id", Text, primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("headers", JSONB, nullable=False, server_default="[]"),
+    Column("active", Boolean, nullable=False),
+)
+
+# "Something new" for one Subscription, queued with the write that caused it; at most one
+# pending row per Subscription (later events join it). The worker delivers and retries.
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("id", Text, primary_key=True),
+    Column("subscription_id", Text, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    # pending | sending (a worker holds it) | delivered | failed | cancelled
+    Column("state", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("done_at", DateTime(timezone=True), nullable=True),
+)

@@ -227,20 +227,28 @@ async def complete_attachments(
     for i, item in enumerate(content.get("content") or []):
         att = item.setdefault("attachment", {})
         where = f"DocumentReference.content[{i}].attachment"
-        _, size, sha1 = await attachment_facts(ctx, store, att, patient_id, where)
-        if "size" in att and att["size"] != size:
-            raise FhirError.unprocessable(
-                f"{where}.size is {att['size']} but the content has {size} bytes",
-                "SIZE_MISMATCH",
-                [f"{where}.size"],
-            )
-        if "hash" in att and not _same_hash(att["hash"], sha1):
-            raise FhirError.unprocessable(
-                f"{where}.hash is not the SHA-1 of the content", "HASH_MISMATCH", [f"{where}.hash"]
-            )
-        att["size"], att["hash"] = size, sha1
-        facts.append((size, sha1))
+        facts.append(await complete_attachment(ctx, store, att, patient_id, where))
     return facts
+
+
+async def complete_attachment(
+    ctx: HookContext, store: BlobStore, att: dict[str, Any], patient_id: str | None, where: str
+) -> tuple[int, str]:
+    """Check one attachment's content (allow-list, magic numbers, the Binary it names) and
+    fill in or verify its size and hash (documents, and messages' attachments)."""
+    _, size, sha1 = await attachment_facts(ctx, store, att, patient_id, where)
+    if "size" in att and att["size"] != size:
+        raise FhirError.unprocessable(
+            f"{where}.size is {att['size']} but the content has {size} bytes",
+            "SIZE_MISMATCH",
+            [f"{where}.size"],
+        )
+    if "hash" in att and not _same_hash(att["hash"], sha1):
+        raise FhirError.unprocessable(
+            f"{where}.hash is not the SHA-1 of the content", "HASH_MISMATCH", [f"{where}.hash"]
+        )
+    att["size"], att["hash"] = size, sha1
+    return size, sha1
 
 
 def stored_facts(content: dict[str, Any]) -> list[tuple[int, str]] | None:

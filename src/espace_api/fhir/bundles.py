@@ -17,9 +17,12 @@ class Entry:
     request: dict[str, str] | None = None
     response: dict[str, Any] | None = None
     resource: dict[str, Any] | None = None  # an already-built dict (e.g. OperationOutcome)
+    extension: list[dict[str, Any]] | None = None  # e.g. a conversation's counts ($threads)
 
     def render(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        if self.extension:
+            out["extension"] = self.extension
         if self.full_url:
             out["fullUrl"] = self.full_url
         if self.json is not None:

@@ -92,6 +92,8 @@ MHD_SOURCE_ID_URL = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-so
 PDSM_IS_ARCHIVED_URL = (
     "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived"
 )
+# Subscription: the patient whose space it watches (what puts it in that compartment).
+SUBSCRIPTION_PATIENT_URL = "https://espace-api.org/fhir/StructureDefinition/subscription-patient"
 IS_ARCHIVED = SearchParam(
     "isArchived",
     "token",
@@ -195,13 +197,39 @@ REGISTRY: dict[str, ResourceType] = {
                 _p("sender", "reference", "sender"),
                 _p("recipient", "reference", "recipient"),
                 _p("sent", "date", "sent"),
-                _p("received", "date", "received"),
                 _p("part-of", "reference", "partOf"),
                 _p("status", "token", "status"),
                 _p("category", "token", "category"),
+                _p(
+                    "attachment",
+                    "reference",
+                    "payload.contentAttachment.url",
+                    targets=("Binary",),
+                    doc="A Binary attached to the message (attachment url)",
+                ),
             ),
             compartment=("subject",),
-            documentation="Secure messages between a patient and their care team.",
+            documentation="Secure messages between a patient and their care team "
+            "(docs/messaging.md).",
+        ),
+        ResourceType(
+            "Subscription",
+            params=(
+                _p("status", "token", "status"),
+                _p("type", "token", "channel.type"),
+                _p("url", "uri", "channel.endpoint"),
+                _p("criteria", "string", "criteria"),
+                _p(
+                    "patient",
+                    "reference",
+                    extension=(SUBSCRIPTION_PATIENT_URL,),
+                    targets=("Patient",),
+                    doc="The patient whose space the Subscription watches",
+                ),
+            ),
+            compartment=("extension.valueReference",),
+            documentation="A patient app's rest-hook notification of new messages or "
+            "documents (docs/messaging.md).",
         ),
         ResourceType(
             "Practitioner",

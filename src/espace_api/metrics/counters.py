@@ -21,6 +21,11 @@ AUDIT_WRITE_FAILURES = Counter(
     "espace_audit_write_failures_total",
     "Audit rows that could not be written (the request they belong to failed with them)",
 )
+NOTIFICATIONS = Counter(
+    "espace_notifications_total",
+    "Rest-hook notification attempts by outcome (messaging/worker.py)",
+    ["outcome"],  # delivered | retry | failed | cancelled
+)
 DB_POOL_CHECKED_OUT = Gauge(
     "espace_db_pool_checked_out",
     "Database connections of this worker's pool in use",

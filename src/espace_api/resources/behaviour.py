@@ -15,6 +15,9 @@ order of registration, every behaviour registered for the type being handled:
                                      writes to other resources through `ctx.write_update`)
     read/vread/search/history/include
                 -> render()          what a caller sees of a stored resource (redaction)
+    read/vread/search/include
+                -> after_read()      effects of the caller's reading (read receipts) and the
+                                     JSON to answer instead (types that set `reads`)
 
 Hooks receive a `HookContext`: the connection inside the caller's transaction, the identity,
 settings and clock, the access policy, and the few service operations a hook may need. The
@@ -36,6 +39,9 @@ from espace_api.config import Settings
 from espace_api.fhir.registry import ResourceType
 from espace_api.resources.results import Result
 from espace_api.storage.repository import StoredRow
+
+#: A resource the caller is about to receive: (id, patient id, JSON).
+Seen = tuple[str, str | None, str]
 
 
 class HookContext(Protocol):
@@ -120,9 +126,19 @@ class TypeBehaviour:
         """What the caller sees of a stored resource's JSON (default: all of it)."""
         return json
 
+    async def after_read(
+        self, ctx: HookContext, rtype: ResourceType, seen: Sequence[Seen]
+    ) -> dict[str, str]:
+        """The caller is about to receive `seen` (id, patient id, JSON): the read's effects
+        (e.g. read receipts) and, by id, the JSON to answer instead. Called only for types
+        whose behaviour sets `reads`, once per read or search page."""
+        return {}
+
     #: Set by subclasses that override `render`, so that types without redaction keep the
     #: read path free of any per-row call.
     renders: bool = False
+    #: Set by subclasses that override `after_read` (other types' reads never call it).
+    reads: bool = False
     #: Search parameters a type search gets when it names none of the same parameter, e.g.
     #: archived documents left out unless the search asks about them.
     default_search: tuple[tuple[str, str], ...] = ()
@@ -137,6 +153,7 @@ class Behaviours:
     def __init__(self) -> None:
         self._by_type: dict[str, tuple[TypeBehaviour, ...]] = {}
         self._renderers: dict[str, tuple[TypeBehaviour, ...]] = {}
+        self._readers: dict[str, tuple[TypeBehaviour, ...]] = {}
 
     def register(self, type_names: Iterable[str], behaviour: TypeBehaviour) -> None:
         """Add `behaviour` to each named type, after those already registered."""
@@ -144,6 +161,8 @@ class Behaviours:
             self._by_type[name] = (*self._by_type.get(name, ()), behaviour)
             if behaviour.renders:
                 self._renderers[name] = (*self._renderers.get(name, ()), behaviour)
+            if behaviour.reads:
+                self._readers[name] = (*self._readers.get(name, ()), behaviour)
 
     def of(self, type_name: str) -> tuple[TypeBehaviour, ...]:
         """The behaviours of a type, in registration order."""
@@ -199,3 +218,17 @@ class Behaviours:
         for behaviour in self._renderers.get(rtype.name, ()):
             json = behaviour.render(ctx, rtype, json)
         return json
+
+    def reads(self, type_name: str) -> bool:
+        """Whether reads of this type go through an `after_read` hook."""
+        return type_name in self._readers
+
+    async def after_read(
+        self, ctx: HookContext, rtype: ResourceType, seen: Sequence[Seen]
+    ) -> dict[str, str]:
+        """The JSON to answer instead, by id, after every `after_read` hook of the type."""
+        replaced: dict[str, str] = {}
+        for behaviour in self._readers.get(rtype.name, ()):
+            current = [(i, p, replaced.get(i, j)) for i, p, j in seen]
+            replaced.update(await behaviour.after_read(ctx, rtype, current))
+        return replaced

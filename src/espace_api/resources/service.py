@@ -73,6 +73,14 @@ class Context:
     ) -> Result:
         return await write_update(self, rtype, current, content, system_write=True)
 
+    async def after_read(
+        self, rtype: ResourceType, seen: list[tuple[str, str | None, str]]
+    ) -> dict[str, str]:
+        """The type's `after_read` hooks (read receipts): JSON to answer instead, by id."""
+        if not seen or not self.behaviours.reads(rtype.name):
+            return {}
+        return await self.behaviours.after_read(self, rtype, seen)
+
     def render(self, rtype: ResourceType, json: str) -> str:
         """The stored JSON as this caller may see it (type `render` hooks, if any)."""
         if self.behaviours.renders(rtype.name):
@@ -142,7 +150,12 @@ async def _answer(ctx: Context, row: StoredRow | None, subtype: str, label: str)
         resource_id=row.id,
         patient_ids=[row.patient_id],
     )
-    return version_headers(_result(ctx, row), ctx.base)
+    result = _result(ctx, row)
+    if isinstance(result.json, str) and ctx.behaviours.reads(row.resource_type):
+        seen = [(row.id, row.patient_id, result.json)]
+        replaced = await ctx.after_read(REGISTRY[row.resource_type], seen)
+        result.json = replaced.get(row.id, result.json)
+    return version_headers(result, ctx.base)
 
 
 # ---------------------------------------------------------------- writes
@@ -486,9 +499,16 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
         lookups.observe(ctx.identity, len(rows) if not summary_count else total or 0)
     projected = await _projected(ctx, rows) if lookup else set()
     subsetted = search_mod.subsetting(req)
+    replaced = await ctx.after_read(rtype, [(i, p, j) for i, j, p in rows if j is not None])
+    replaced_included: dict[tuple[str, str], str] = {}
+    for type_ in {m[0] for m in included}:
+        found = [(m[1], m[3], m[2]) for m in included if m[0] == type_]
+        got = await ctx.after_read(REGISTRY[type_], found)
+        replaced_included |= {(type_, id_): json for id_, json in got.items()}
     entries = []
     for id_, json, _ in rows:
         json = project_patient(json) if id_ in projected else ctx.render(rtype, json)
+        json = replaced.get(id_, json)
         entries.append(
             bundles.Entry(
                 f"{ctx.base}/{rtype.name}/{id_}",
@@ -497,7 +517,11 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
             )
         )
     entries += [
-        bundles.Entry(f"{ctx.base}/{type_}/{id_}", ctx.render(REGISTRY[type_], json), "include")
+        bundles.Entry(
+            f"{ctx.base}/{type_}/{id_}",
+            replaced_included.get((type_, id_)) or ctx.render(REGISTRY[type_], json),
+            "include",
+        )
         for type_, id_, json, _ in included
     ]
     links = bundles.page_links(
@@ -505,6 +529,13 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
     )
     if summary_count:
         links = links[:1]  # self only: there are no pages to follow
+    return searchset(ctx, entries, total, links)
+
+
+def searchset(
+    ctx: Context, entries: list[bundles.Entry], total: int | None, links: list[tuple[str, str]]
+) -> Result:
+    """A searchset Bundle answer (an id and timestamp of its own)."""
     body = bundles.bundle(
         "searchset",
         entries,

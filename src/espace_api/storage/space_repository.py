@@ -11,10 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from espace_api.db.schema import (
     access_rules,
     audit_events,
+    message_participants,
+    messages,
+    notification_outbox,
     patient_ins,
     patient_spaces,
     resource_versions,
     resources,
+    subscriptions,
 )
 from espace_api.lifecycle.state import Space
 from espace_api.storage.blob_repository import blob_refs
@@ -67,7 +71,15 @@ async def due(conn: AsyncConnection, now: datetime, limit: int) -> tuple[list[st
     return await past("notified", s.c.opposition_deadline), await past("closed", s.c.purge_after)
 
 
-PATIENT_TABLES: tuple[Table, ...] = (*SEARCH_INDEX_TABLES, access_rules, blob_refs)
+PATIENT_TABLES: tuple[Table, ...] = (
+    *SEARCH_INDEX_TABLES,
+    access_rules,
+    blob_refs,
+    messages,
+    message_participants,
+    subscriptions,
+    notification_outbox,
+)
 
 
 async def purge_content(conn: AsyncConnection, patient_id: str, *, keep_patient: bool) -> int:
