@@ -32,6 +32,8 @@ from espace_api.metrics import routes as metrics_routes
 from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
 from espace_api.resources.behaviour import Behaviours
+from espace_api.smart import routes as smart_routes
+from espace_api.smart import setup as smart_setup
 
 DOCUMENT_TYPES = (
     "application/pdf",
@@ -44,7 +46,8 @@ DOCUMENT_TYPES = (
 DESCRIPTION = """FHIR R4 REST API of a patient-controlled health-document vault.
 
 Content type `application/fhir+json`. Every route except `/metadata`, `/.well-known/*`,
-`/auth/token`, health probes and docs needs a SMART on FHIR bearer token.
+`/auth/token`, the SMART App Launch pages (`/auth/authorize`, `/auth/callback`,
+`/auth/consent`), health probes and docs needs a SMART on FHIR bearer token.
 Errors are `OperationOutcome` resources whose `issue.details.coding.code` is a stable code.
 """
 
@@ -55,6 +58,7 @@ def behaviours() -> Behaviours:
     documents_setup.register(registry)
     privacy_setup.register(registry)
     lifecycle_setup.register(registry)
+    smart_setup.register(registry)
     return registry
 
 
@@ -72,6 +76,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.clock = clock
         app.state.started = clock.now()
         await auth_setup.install(app)
+        smart_setup.start(app)
         await documents_setup.start(app)
         counters.watch_pool(app.state.engine)
         app.state.draining = False
@@ -121,6 +126,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(documents_routes.router)  # Binary content routes before generic ones
     app.include_router(audit_routes.router)
     app.include_router(privacy_routes.router)
+    app.include_router(smart_routes.router)
     app.include_router(lifecycle_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(fhir_routes.router)

@@ -81,6 +81,9 @@ class Identity:
     # The professional's national profession code (TRE_G15, e.g. 10 doctor), read by the
     # profession matrix (access/matrix.py); None when the token does not say.
     profession: str | None = None
+    # The SMART app grant a patient-kind token was issued under (smart/): `client_id` is then
+    # the app, checked on every request so that a revocation stops the next one.
+    grant_id: str | None = None
 
     @property
     def scope_context(self) -> str:
