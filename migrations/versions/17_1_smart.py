@@ -14,7 +14,7 @@ from alembic import op
 revision = "17_1"
 down_revision = "21_1"
 branch_labels = None
-depends_on = None
+depends_on = ("0002",)  # alters auth_clients (0002 is on its own branch)
 
 UPGRADE = (
     "ALTER TABLE auth_clients ADD COLUMN redirect_uris JSONB",

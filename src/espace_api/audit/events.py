@@ -56,7 +56,8 @@ def _on_behalf_of(row: dict[str, Any]) -> list[dict[str, Any]]:
     """For an app's access: the patient who authorised it, as a second, non-requesting agent."""
     if row["agent_kind"] != "app" or not row["agent_sub"]:
         return []
-    return [{"requestor": False, "who": {"identifier": {"value": row["agent_sub"]}}, "name": "patient"}]
+    who = {"identifier": {"value": row["agent_sub"]}}
+    return [{"requestor": False, "who": who, "name": "patient"}]
 
 
 def audit_event(row: dict[str, Any]) -> dict[str, Any]:

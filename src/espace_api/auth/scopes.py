@@ -21,8 +21,6 @@ SCOPES_SUPPORTED = (
     "system/*.cruds",
     "operator",
     *APP_SCOPES,
-    "patient/Observation.rs",
-    "patient/Observation.c",
 )
 
 
