@@ -26,7 +26,10 @@ from tests.support.oidc_provider import TestProvider
 
 BASE = "http://test"
 REDIRECT = "https://app.example.org/callback"
-ASKED = "launch/patient openid fhirUser offline_access patient/DocumentReference.rs patient/Communication.rs"
+ASKED = (
+    "launch/patient openid fhirUser offline_access "
+    "patient/DocumentReference.rs patient/Communication.rs"
+)
 APP_SCOPES = ASKED + " patient/DocumentReference.c"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
