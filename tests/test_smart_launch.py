@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
+from espace_api.auth.jwt import key_for, peek, verify_signature
 from espace_api.main import create_app
 from espace_api.smart.pkce import challenge_of
 from tests.support.auth import AuthFactory, VendorKey, bearer, code_of
@@ -186,6 +187,16 @@ async def refresh(web, client_id: str, token: str) -> httpx.Response:
     return await web.post("/auth/token", data=form)
 
 
+async def check_id_token(web, id_token: str, app_id: str, patient_id: str) -> None:
+    """Signed by a key of the server's JWKS, for the app, naming the Patient (fhirUser)."""
+    token = peek(id_token)
+    jwks = (await web.get("/.well-known/jwks.json")).json()
+    key = next(k for k in jwks["keys"] if k["kid"] == token.kid)
+    verify_signature(id_token, key_for(key, token.alg), token.alg)
+    assert token.claims["iss"] == BASE and token.claims["aud"] == app_id
+    assert token.claims["fhirUser"] == f"{BASE}/Patient/{patient_id}"
+
+
 # ---------------------------------------------------------------------------- end to end
 
 
@@ -212,7 +223,8 @@ async def test_standalone_patient_launch_end_to_end(web, smart_app, factory, peo
     tokens = r.json()
     assert tokens["token_type"] == "Bearer" and tokens["patient"] == people["a"]
     assert tokens["scope"].split() == granted
-    assert tokens["id_token"] and tokens["refresh_token"]
+    assert tokens["refresh_token"]
+    await check_id_token(web, tokens["id_token"], app_id, people["a"])
     access = bearer(tokens["access_token"])
 
     # Reads within the grant: the patient's own document; never another patient's.

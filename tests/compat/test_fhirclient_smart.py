@@ -100,9 +100,10 @@ def test_fhirclient_standalone_launch(live_smart: LiveServer, space: dict[str, A
     assert smart.ready and smart.patient_id == space["patient"]
     me = Patient.read(space["patient"], smart.server)
     assert me.id == space["patient"]
-    docs = DocumentReference.where({"patient": space["patient"]}).perform_resources(smart.server)
+    search = DocumentReference.where({"patient": space["patient"]})
+    docs = list(search.perform_resources_iter(smart.server))
     assert [d.subject.reference for d in docs] == [f"Patient/{space['patient']}"]
     first = smart.server.auth.access_token
     assert smart.reauthorize()  # refresh_token grant, rotated
     assert smart.server.auth.access_token != first
-    assert DocumentReference.where({"patient": space["patient"]}).perform_resources(smart.server)
+    assert list(search.perform_resources_iter(smart.server))
