@@ -246,7 +246,7 @@ async def test_standalone_patient_launch_end_to_end(web, smart_app, factory, peo
     grants = [
         e["resource"]
         for e in bundle.get("entry", [])
-        if e["resource"]["category"][0]["coding"][0]["code"] == "smart-app"
+        if e["resource"]["category"][0]["coding"][0]["code"] == "app-grant"
     ]
     assert len(grants) == 1
     consent = grants[0]

@@ -6,7 +6,7 @@ Revises: 21_1
 `auth_clients` gains the columns an app registration needs (exact redirect URIs, catalogue
 metadata). Every secret handle (authorization request, consent form, code, refresh token) is
 stored as its SHA-256 only. Grants carry their patient (principle 1); the grant itself is
-also a Consent resource of the patient (privacy/consents.py kind `smart-app`).
+also a Consent resource of the patient (privacy/consents.py kind `app-grant`).
 """
 
 from alembic import op

@@ -33,13 +33,14 @@ def covers(granted: Scope, wanted: Scope) -> bool:
     )
 
 
-def narrow(requested: str, ceiling: ScopeSet) -> str:
-    """The requested scopes (space-separated) that `ceiling` covers, in request order."""
+def narrow(requested: str, ceiling: ScopeSet, specials: tuple[str, ...] = SPECIAL_SCOPES) -> str:
+    """The requested scopes (space-separated) that `ceiling` covers, in request order;
+    `specials`: the non-resource scopes that may be kept (when the ceiling has them)."""
     kept: list[str] = []
     for text in requested.split():
         scope = Scope.parse(text)
         if scope is None:
-            ok = text in SPECIAL_SCOPES and ceiling.has(text)
+            ok = text in specials and ceiling.has(text)
         else:
             ok = any(covers(g, scope) for g in ceiling.scopes)
         if ok and text not in kept:

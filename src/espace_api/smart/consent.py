@@ -1,6 +1,6 @@
 """An app grant as a FHIR Consent of the patient, and revocation through that Consent.
 
-The Consent (kind `smart-app` in the espace-api consent-kind system) says which app
+The Consent (kind `app-grant` in the espace-api consent-kind system) says which app
 (`provision.actor`, the client id), which scopes (`provision.code`, one per scope), and for
 how long (`provision.period`); its identifier is the grant id the app's tokens carry. The
 patient revokes it with `POST /Consent/{id}/$revoke` (status -> inactive) or DELETE; either
@@ -24,7 +24,7 @@ from espace_api.resources.results import Result
 from espace_api.storage import repository
 from espace_api.storage import smart_repository as grants
 
-SMART_APP = "smart-app"
+SMART_APP = v.APP_GRANT
 GRANT_SYSTEM = "https://espace-api.org/fhir/sid/smart-grant"
 SCOPE_SYSTEM = "https://espace-api.org/fhir/CodeSystem/smart-scope"
 
@@ -44,14 +44,7 @@ def grant_consent(
         "resourceType": "Consent",
         "status": "active",
         "identifier": [{"system": GRANT_SYSTEM, "value": grant_id}],
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
+        "scope": v.PRIVACY_SCOPE,
         "category": [{"coding": [{"system": v.CONSENT_KIND_SYSTEM, "code": SMART_APP}]}],
         "patient": {"reference": f"Patient/{patient_id}"},
         "performer": [{"reference": f"Patient/{patient_id}"}],
@@ -61,14 +54,7 @@ def grant_consent(
             "period": {"start": format_instant(start), "end": format_instant(end)},
             "actor": [
                 {
-                    "role": {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                "code": "IRCP",
-                            }
-                        ]
-                    },
+                    "role": v.RECIPIENT_ROLE,
                     "reference": {
                         "identifier": {"system": CLIENT_SYSTEM, "value": client_id},
                         "display": app_name,
@@ -81,7 +67,7 @@ def grant_consent(
 
 
 def grant_of(content: dict[str, Any] | None) -> str | None:
-    """The grant id of a `smart-app` Consent, or None for any other Consent."""
+    """The grant id of an `app-grant` Consent, or None for any other Consent."""
     if content is None or v.consent_kind(content) != SMART_APP:
         return None
     for identifier in content.get("identifier") or []:

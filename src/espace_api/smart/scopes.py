@@ -1,7 +1,7 @@
 """The scopes of an app grant: what may be asked, what the patient chooses on the page."""
 
 from espace_api.auth.identity import Scope, ScopeSet
-from espace_api.auth.scopes import APP_SCOPES, covers
+from espace_api.auth.scopes import APP_SCOPES, narrow
 
 # Scopes the patient may untick on the consent page (the others carry no data).
 CHOOSABLE_SPECIAL = ("offline_access", "online_access")
@@ -18,21 +18,12 @@ _SPECIAL_TEXT = {
 
 
 def narrow_app(requested: str, ceiling: str) -> str:
-    """The requested scopes the app's registration covers, in request order, once each.
+    """The requested scopes the app's registration covers (patient/ and launch scopes only,
+    as registered), in request order, once each.
 
     Granular scopes (`patient/Observation.rs?category=...`) are not understood yet and are
     dropped, never widened."""
-    allowed = ScopeSet.parse(ceiling)
-    kept: list[str] = []
-    for text in requested.split():
-        scope = Scope.parse(text)
-        if scope is None:
-            ok = text in APP_SCOPES and allowed.has(text)
-        else:
-            ok = scope.context == "patient" and any(covers(g, scope) for g in allowed.scopes)
-        if ok and text not in kept:
-            kept.append(text)
-    return " ".join(kept)
+    return narrow(requested, ScopeSet.parse(ceiling), APP_SCOPES)
 
 
 def choosable(scope: str) -> bool:
