@@ -18,9 +18,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
+from espace_api.auth.identity import Scope, ScopeSet
 from espace_api.auth.jwt import key_for, peek, verify_signature
 from espace_api.main import create_app
 from espace_api.smart.pkce import challenge_of
+from espace_api.smart.scopes import narrow_app
 from tests.support.auth import AuthFactory, VendorKey, bearer, code_of
 from tests.support.fhir import FHIR_JSON, create, document, new_ins, patient
 from tests.support.oidc_provider import TestProvider
@@ -476,6 +478,57 @@ async def test_no_refresh_token_without_offline_access(web, people, app_id):
     tokens = (await exchange(web, launch, code)).json()
     assert "refresh_token" not in tokens
     assert tokens["scope"] == "launch/patient openid fhirUser patient/DocumentReference.rs"
+
+
+# ---------------------------------------------------------------------------- granular
+
+
+LAB = "11502-2"
+
+
+async def test_granular_category_scope_limits_reads_and_searches(web, factory, people, app_id):
+    lgc = await factory.system()
+    lab_category = [{"coding": [{"system": "http://loinc.org", "code": LAB}]}]
+    lab = await create(web, lgc, document(people["a"], code=LAB, category=lab_category))
+    granular = f"patient/DocumentReference.rs?category=http://loinc.org|{LAB}"
+    launch = Launch(app_id, scope=f"launch/patient {granular}")
+    page = await consent_page(web, launch)
+    assert f"category {LAB} only" in page.text
+    code = await authorise(web, launch)
+    tokens = (await exchange(web, launch, code)).json()
+    assert tokens["scope"] == f"launch/patient {granular}"
+    access = bearer(tokens["access_token"])
+    found = await web.get("/DocumentReference", params={"patient": people["a"]}, headers=access)
+    assert found.status_code == 200
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [lab["id"]]
+    assert found.json()["total"] == 1
+    assert (await web.get(f"/DocumentReference/{lab['id']}", headers=access)).status_code == 200
+    other = await web.get(f"/DocumentReference/{people['doc_a']}", headers=access)
+    assert other.status_code == 404
+
+
+def test_granular_scope_parsing_and_limits():
+    parsed = Scope.parse("patient/Observation.rs?category=http://x.org%7Cvital-signs")
+    assert parsed is not None and parsed.category == ("http://x.org", "vital-signs")
+    assert Scope.parse("patient/Observation.rs?category=vital-signs").category == (
+        "",
+        "vital-signs",
+    )
+    for refused in (
+        "patient/Observation.c?category=http://x.org|v",  # granular writes: not supported
+        "patient/Observation.rs?category=",
+        "patient/Observation.rs?category=|v",
+        "patient/Observation.rs?code=http://loinc.org|1",
+    ):
+        assert Scope.parse(refused) is None, refused
+    plain, only = "patient/DocumentReference.rs", "patient/DocumentReference.rs?category=a|b"
+    assert ScopeSet.parse(only).categories("patient", "DocumentReference") == (("a", "b"),)
+    assert ScopeSet.parse(f"{only} {plain}").categories("patient", "DocumentReference") is None
+    # a plain read without search does not lift the limit (narrower, never wider)
+    narrow = ScopeSet.parse(f"{only} patient/DocumentReference.r")
+    assert narrow.categories("patient", "DocumentReference") == (("a", "b"),)
+    assert ScopeSet.parse(plain).categories("patient", "DocumentReference") is None
+    assert narrow_app(only, plain) == only and narrow_app(plain, only) == ""
 
 
 # ---------------------------------------------------------------------------- apps

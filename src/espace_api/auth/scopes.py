@@ -30,6 +30,7 @@ def covers(granted: Scope, wanted: Scope) -> bool:
         granted.context == wanted.context
         and granted.resource_type in ("*", wanted.resource_type)
         and wanted.permissions <= granted.permissions
+        and granted.category in (None, wanted.category)
     )
 
 

@@ -19,10 +19,8 @@ _SPECIAL_TEXT = {
 
 def narrow_app(requested: str, ceiling: str) -> str:
     """The requested scopes the app's registration covers (patient/ and launch scopes only,
-    as registered), in request order, once each.
-
-    Granular scopes (`patient/Observation.rs?category=...`) are not understood yet and are
-    dropped, never widened."""
+    as registered), in request order, once each. A granular read scope
+    (`patient/DocumentReference.rs?category=system|code`) is covered by the plain one."""
     return narrow(requested, ScopeSet.parse(ceiling), APP_SCOPES)
 
 
@@ -40,6 +38,8 @@ def describe(scope: str) -> str:
         return scope
     actions = [name for letter, name in _ACTIONS.items() if letter in parsed.permissions]
     what = "all your records" if parsed.resource_type == "*" else f"your {parsed.resource_type}"
+    if parsed.category is not None:
+        what += f" of category {parsed.category[1]} only"
     return f"{', '.join(actions)} {what}"
 
 
