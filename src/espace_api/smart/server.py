@@ -450,7 +450,8 @@ class SmartServer:
             await sql.revoke_grant(conn, grant_id, self.clock.now())
 
     async def _purge(self, now: datetime) -> None:
-        """Forget expired requests and codes, at most once a minute per process."""
+        """Forget expired requests, codes and refresh tokens, at most once a minute per
+        process."""
         if self._last_purge is None or now - self._last_purge > timedelta(minutes=1):
             self._last_purge = now
             await self.repo.purge(now)

@@ -197,10 +197,13 @@ class SmartRepository:
         return RequestRow(**row._mapping) if row else None
 
     async def purge(self, now: datetime) -> None:
-        """Forget expired requests and codes."""
+        """Forget expired requests, codes and refresh tokens (a spent refresh token is kept
+        until it expires, so that its reuse is still recognised)."""
         async with self.engine.begin() as conn:
             await conn.execute(delete(smart_requests).where(smart_requests.c.expires < now))
             await conn.execute(delete(smart_codes).where(smart_codes.c.expires < now))
+            r = smart_refresh_tokens
+            await conn.execute(delete(r).where(r.c.expires < now))
 
     # Grants ----------------------------------------------------------------------------------
     async def grant(self, grant_id: str) -> GrantRow | None:
