@@ -79,6 +79,8 @@ CREATE TABLE smart_refresh_tokens (
 )
 """,
     "CREATE INDEX ix_smart_refresh_grant ON smart_refresh_tokens (grant_id)",
+    "CREATE INDEX ix_smart_refresh_expires ON smart_refresh_tokens (expires)",
+    "CREATE INDEX ix_smart_codes_expires ON smart_codes (expires)",
 )
 
 DOWNGRADE = (
