@@ -39,8 +39,13 @@ async def test_smart_configuration_is_public(client):
     conf = r.json()
     assert conf["token_endpoint"] == TOKEN_URL
     assert conf["jwks_uri"] == "http://test/.well-known/jwks.json"
-    assert conf["grant_types_supported"] == ["client_credentials"]
-    assert conf["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert conf["grant_types_supported"] == [
+        "client_credentials",
+        "authorization_code",
+        "refresh_token",
+    ]
+    # none: public apps of SMART App Launch (PKCE), see tests/test_smart_launch.py
+    assert conf["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
     assert set(conf["token_endpoint_auth_signing_alg_values_supported"]) == {"RS384", "ES384"}
     assert "system/DocumentReference.c" in conf["scopes_supported"]
     assert "client-confidential-asymmetric" in conf["capabilities"]
@@ -318,6 +323,8 @@ async def test_every_other_route_requires_a_token(app, client):
     """Every operation in the OpenAPI spec, except the public ones, answers 401 without a
     token (and the same with a token that is not a JWT)."""
     public = {"/metadata", "/healthz", "/readyz", "/metrics", "/auth/token"}
+    # SMART App Launch: the browser's pages (the patient signs in there), tests/test_smart_launch
+    public |= {"/auth/authorize", "/auth/callback", "/auth/consent"}
     checked = 0
     for path, operations in app.openapi()["paths"].items():
         if path in public or path.startswith("/.well-known/"):

@@ -70,7 +70,10 @@ async def test_metadata_names_the_token_endpoint(client) -> None:
     cs = (await client.get("/metadata")).json()
     (ext,) = cs["rest"][0]["security"]["extension"]
     assert ext["url"] == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
-    assert ext["extension"] == [{"url": "token", "valueUri": "http://test/auth/token"}]
+    assert ext["extension"] == [
+        {"url": "token", "valueUri": "http://test/auth/token"},
+        {"url": "authorize", "valueUri": "http://test/auth/authorize"},
+    ]
     wellknown = (await client.get("/.well-known/smart-configuration")).json()
     assert wellknown["token_endpoint"] == "http://test/auth/token"
 

@@ -82,6 +82,22 @@ class Settings(BaseSettings):
         default=3600, description="an OIDC provider's JWKS is re-fetched after this age"
     )
 
+    # Patient-authorised apps: SMART App Launch (issue 17, smart/).
+    smart_login_issuer: str = Field(
+        default="",
+        description="issuer of the patient OIDC provider (in AUTH_OIDC_PROVIDERS, with its "
+        "authorization_url, token_url, client_id) patients sign in with to authorise an app; "
+        "empty: the first patient provider that has an authorization_url",
+    )
+    smart_request_seconds: int = Field(
+        default=600, description="time a patient has to sign in and answer the consent page"
+    )
+    smart_code_seconds: int = Field(default=60, description="lifetime of an authorization code")
+    smart_refresh_days: int = Field(default=90, description="lifetime of a refresh token")
+    smart_grant_days: int = Field(
+        default=365, description="a patient's grant to an app ends after this (Consent period)"
+    )
+
     # Documents (issue 4).
     blob_backend: str = Field(default="postgres", description="postgres | filesystem | s3")
     blob_dir: str = ".data/blobs"

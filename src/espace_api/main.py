@@ -34,6 +34,8 @@ from espace_api.metrics import routes as metrics_routes
 from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
 from espace_api.resources.behaviour import Behaviours
+from espace_api.smart import routes as smart_routes
+from espace_api.smart import setup as smart_setup
 
 DOCUMENT_TYPES = (
     "application/pdf",
@@ -46,7 +48,8 @@ DOCUMENT_TYPES = (
 DESCRIPTION = """FHIR R4 REST API of a patient-controlled health-document vault.
 
 Content type `application/fhir+json`. Every route except `/metadata`, `/.well-known/*`,
-`/auth/token`, health probes and docs needs a SMART on FHIR bearer token.
+`/auth/token`, the SMART App Launch pages (`/auth/authorize`, `/auth/callback`,
+`/auth/consent`), health probes and docs needs a SMART on FHIR bearer token.
 Errors are `OperationOutcome` resources whose `issue.details.coding.code` is a stable code.
 """
 
@@ -58,6 +61,7 @@ def behaviours() -> Behaviours:
     privacy_setup.register(registry)
     lifecycle_setup.register(registry)
     messaging_setup.register(registry)
+    smart_setup.register(registry)
     return registry
 
 
@@ -75,6 +79,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.clock = clock
         app.state.started = clock.now()
         await auth_setup.install(app)
+        smart_setup.start(app)
         await documents_setup.start(app)
         await messaging_setup.start(app)
         counters.watch_pool(app.state.engine)
@@ -126,6 +131,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(documents_routes.router)  # Binary content routes before generic ones
     app.include_router(audit_routes.router)
     app.include_router(privacy_routes.router)
+    app.include_router(smart_routes.router)
     app.include_router(lifecycle_routes.router)
     app.include_router(messaging_routes.router)  # $threads before /Communication/{id}
     app.include_router(metrics_routes.router)

@@ -88,6 +88,7 @@ _REP_INS = patient_ins.alias("pol_rep_ins")
 _BIRTH = search_date.alias("pol_birth")
 _PART = message_participants.alias("pol_part")
 _ATT = search_reference.alias("pol_att")
+_CATEGORY = _search_token.alias("pol_category")
 
 #: An exact INS lookup: the (system, value) pairs a Patient search names.
 Lookup = tuple[tuple[str, str], ...]
@@ -267,7 +268,44 @@ def decide(
     lookup: Lookup | None = None,
 ) -> Rule:
     """The access decision for rows of `rtype` in `table` (resources or resource_versions);
-    `lookup`: the INS pairs of an exact Patient lookup being answered (see `patient_lookup`)."""
+    `lookup`: the INS pairs of an exact Patient lookup being answered (see `patient_lookup`).
+    Granular scopes (`...rs?category=system|code`) limit it to the categories they name."""
+    decision = _decide(identity, rtype, table, now, settings, lookup)
+    categories = identity.scopes.categories(identity.scope_context, rtype.name)
+    if categories is None or identity.kind == "operator":
+        return decision
+    granted = Rule(
+        "scope-category",
+        "the resource has a category that the token's granular scopes name",
+        _in_categories(table, categories),
+    )
+    return Rule("granular-scope", decision.text, all_of=(decision, granted))
+
+
+def _in_categories(table: Table, categories: tuple[tuple[str, str], ...]) -> ColumnElement[bool]:
+    """The current version of the resource has one of `categories` (system "" = any)."""
+    t, c = _CATEGORY, table.c
+    return exists().where(
+        t.c.resource_type == c.resource_type,
+        t.c.resource_id == c.id,
+        t.c.param == "category",
+        or_(
+            *(
+                and_(t.c.code == code, t.c.system == system if system else true())
+                for system, code in categories
+            )
+        ),
+    )
+
+
+def _decide(
+    identity: Identity,
+    rtype: ResourceType,
+    table: Table,
+    now: datetime,
+    settings: Settings,
+    lookup: Lookup | None,
+) -> Rule:
     if identity.kind == "operator":
         return ALLOW
     if identity.kind == "patient":

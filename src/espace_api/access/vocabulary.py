@@ -29,6 +29,18 @@ LEGAL_REPRESENTATIVE_CODES = frozenset({"GUARD", "PRN", "MTH", "FTH"})
 AGE_OF_MAJORITY = 18
 
 CONSENT_KIND_SYSTEM = "https://espace-api.org/fhir/CodeSystem/consent-kind"
+# Consent.scope of the patient's privacy choices, and the provision.actor role of whoever a
+# server-written Consent lets in (break-the-glass, an app's grant).
+PRIVACY_SCOPE = {
+    "coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
+    ]
+}
+RECIPIENT_ROLE = {
+    "coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}
+    ]
+}
 CARE_RELATIONSHIP = "care-relationship"  # a professional's access authorisation
 MASK = "mask"  # hide documents (listed in provision.data, or all) from professionals
 BLOCK = "block"  # block a professional or organisation from the whole space

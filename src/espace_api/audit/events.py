@@ -21,7 +21,9 @@ AGENT_TYPES = {
     "user": ("humanuser", "human user"),
     "system": ("dataprocessor", "data processor"),
     "operator": ("dataprocessor", "data processor"),
+    "app": ("dataprocessor", "data processor"),
 }
+CLIENT_ID_SYSTEM = "https://espace-api.org/fhir/sid/client-id"
 DETAIL_URL = "https://espace-api.org/fhir/StructureDefinition/audit-detail"
 
 
@@ -31,7 +33,9 @@ def _agent(row: dict[str, Any]) -> dict[str, Any]:
     if kind in AGENT_TYPES:
         code, display = AGENT_TYPES[kind]
         agent["type"] = {"coding": [{"system": ROLE_SYSTEM, "code": code, "display": display}]}
-    if row["practitioner"]:
+    if kind == "app" and row["client_id"]:
+        agent["who"] = {"identifier": {"system": CLIENT_ID_SYSTEM, "value": row["client_id"]}}
+    elif row["practitioner"]:
         agent["who"] = {
             "identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": row["practitioner"]}
         }
@@ -48,6 +52,14 @@ def _agent(row: dict[str, Any]) -> dict[str, Any]:
     return agent
 
 
+def _on_behalf_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """For an app's access: the patient who authorised it, as a second, non-requesting agent."""
+    if row["agent_kind"] != "app" or not row["agent_sub"]:
+        return []
+    who = {"identifier": {"value": row["agent_sub"]}}
+    return [{"requestor": False, "who": who, "name": "patient"}]
+
+
 def audit_event(row: dict[str, Any]) -> dict[str, Any]:
     """One stored audit row as an AuditEvent resource."""
     subtype = row["subtype"]
@@ -60,7 +72,7 @@ def audit_event(row: dict[str, Any]) -> dict[str, Any]:
         "action": row["action"],
         "recorded": format_instant(row["recorded"]),
         "outcome": row["outcome"],
-        "agent": [_agent(row)],
+        "agent": [_agent(row), *_on_behalf_of(row)],
         "source": {"observer": {"display": "espace-api"}},
     }
     if row["purpose"]:

@@ -66,7 +66,8 @@ def events(
     """The audit rows `record` writes (bulk paths write them themselves, e.g. by COPY)."""
     now = now or clock.now()
     agent = {
-        "agent_kind": identity.kind if identity else None,
+        # An app the patient authorised (SMART App Launch) is the agent, not the patient.
+        "agent_kind": ("app" if identity.grant_id else identity.kind) if identity else None,
         "agent_sub": identity.subject if identity else None,
         "client_id": identity.client_id if identity else None,
         "token_jti": identity.token_id if identity else None,

@@ -2,9 +2,13 @@
 
 Verified identities are cached until the token expires in a bounded LRU keyed by the token's
 SHA-256 (principle 5), so a token costs one signature check however often it is used.
+A token issued under a SMART app grant (`Identity.grant_id`) is cached like any other, but its
+grant is looked up on every request (one primary-key read): a revocation stops the very next
+request in every process, whatever the cache holds.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
 
 from fastapi import Request
 
@@ -69,6 +73,8 @@ class BearerAuthenticator:
         self.clock = clock
         self.leeway = leeway
         self.cache: ExpiringLRU[Identity] = ExpiringLRU(cache_size)
+        # Whether a SMART grant is still in force (set by `auth.services.build`).
+        self.grant_active: Callable[[str, datetime], Awaitable[bool]] | None = None
 
     async def authenticate(self, request: Request) -> Identity:
         """The request's verified Identity."""
@@ -79,7 +85,7 @@ class BearerAuthenticator:
         key = token_hash(token)
         cached = self.cache.get(key, self.clock.now())
         if cached is not None:
-            return cached
+            return await self._in_force(cached)
         try:
             unverified = peek(token)
             issuer = unverified.claims.get("iss")
@@ -91,4 +97,13 @@ class BearerAuthenticator:
         except TokenError as exc:
             raise token_refused(exc.code, exc.message) from None
         self.cache.put(key, identity, verified.expires + self.leeway)
+        return await self._in_force(identity)
+
+    async def _in_force(self, identity: Identity) -> Identity:
+        """The identity, unless the app grant it was issued under was revoked (401)."""
+        if identity.grant_id is None:
+            return identity
+        check = self.grant_active
+        if check is None or not await check(identity.grant_id, self.clock.now()):
+            raise token_refused("TOKEN_REVOKED", "the grant of this token was revoked")
         return identity

@@ -110,7 +110,7 @@ def cmd_clients_add(args: argparse.Namespace) -> None:
         return
 
     async def action(services: AuthServices) -> None:
-        created = await services.repo.upsert_client(**reg.model_dump(), now=Clock().now())
+        created = await services.repo.upsert_client(**reg.stored(), now=Clock().now())
         print(f"client {reg.client_id} {'registered' if created else 'replaced'}")
 
     _run(action)

@@ -3,14 +3,22 @@
 import re
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import unquote
 
 IdentityKind = Literal["patient", "system", "user", "operator"]
 Interaction = Literal["c", "r", "u", "d", "s"]
 
 _SCOPE = re.compile(
-    r"^(?P<context>patient|user|system)/(?P<type>\*|[A-Z][A-Za-z]+)\.(?P<perms>[cruds]+|read|write|\*)$"
+    r"^(?P<context>patient|user|system)/(?P<type>\*|[A-Z][A-Za-z]+)\.(?P<perms>[cruds]+|read|write|\*)"
+    r"(?:\?category=(?P<category>[^\s&=?]+))?$"
 )
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+# Granular scopes (SMART v2 `?category=system|code`) narrow reads and searches only.
+_GRANULAR_PERMISSIONS = frozenset("rs")
+READS = frozenset("rs")
+
+#: A category a granular scope names: (system, code); system "" matches any system.
+Category = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -20,16 +28,24 @@ class Scope:
     context: str
     resource_type: str
     permissions: frozenset[str]
+    category: Category | None = None
 
     @classmethod
     def parse(cls, text: str) -> "Scope | None":
-        """Parse a scope string; None for non-resource scopes (openid, launch, ...)."""
+        """Parse a scope string; None for non-resource scopes (openid, launch, ...) and for
+        granular scopes with other rights than read and search (not supported)."""
         match = _SCOPE.match(text)
         if not match:
             return None
         perms = match["perms"]
-        letters = _V1.get(perms, perms)
-        return cls(match["context"], match["type"], frozenset(letters))
+        letters = frozenset(_V1.get(perms, perms))
+        category = None
+        if match["category"]:
+            system, bar, code = unquote(match["category"]).rpartition("|")
+            if not code or not letters <= _GRANULAR_PERMISSIONS or (bar and not system):
+                return None
+            category = (system, code)
+        return cls(match["context"], match["type"], letters, category)
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,24 @@ class ScopeSet:
         """Whether a non-resource scope (e.g. 'operator') was granted."""
         return name in self.raw
 
+    def categories(self, context: str, resource_type: str) -> tuple[Category, ...] | None:
+        """The categories reads and searches of `resource_type` are limited to, or None when
+        they are not limited (no granular scope, or a plain scope granting both).
+
+        A plain scope granting only one of read/search does not lift a granular scope's
+        limit: the limit then applies to both (narrower than granted, never wider)."""
+        covering = [
+            s
+            for s in self.scopes
+            if s.context == context
+            and s.resource_type in ("*", resource_type)
+            and s.permissions & READS
+        ]
+        granular = tuple(s.category for s in covering if s.category is not None)
+        if not granular or any(s.category is None and READS <= s.permissions for s in covering):
+            return None
+        return granular
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -81,6 +115,9 @@ class Identity:
     # The professional's national profession code (TRE_G15, e.g. 10 doctor), read by the
     # profession matrix (access/matrix.py); None when the token does not say.
     profession: str | None = None
+    # The SMART app grant a patient-kind token was issued under (smart/): `client_id` is then
+    # the app, checked on every request so that a revocation stops the next one.
+    grant_id: str | None = None
 
     @property
     def scope_context(self) -> str:

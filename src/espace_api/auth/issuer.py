@@ -107,6 +107,7 @@ class BuiltinIssuer:
         purpose: str | None = None,
         profession: str | None = None,
         ttl_seconds: int | None = None,
+        grant_id: str | None = None,
     ) -> IssuedToken:
         """Sign an access token. Used by the token endpoint, the dev CLI and tests."""
         now = int(self.clock.now().timestamp())
@@ -129,6 +130,7 @@ class BuiltinIssuer:
             "practitioner": practitioner,
             "purpose": purpose,
             "profession": profession,
+            "grant": grant_id,
         }
         claims.update({k: v for k, v in optional.items() if v})
         token = await self.keys.sign(claims)
@@ -146,9 +148,13 @@ class BuiltinIssuer:
         if not assertion:
             raise OAuthError(400, "invalid_request", "client_assertion is required")
         try:
-            client, claims = await self._check_assertion(assertion, form.get("client_id"))
+            client, claims = await self.check_assertion(assertion, form.get("client_id"))
         except TokenError as exc:
             raise OAuthError(401, "invalid_client", exc.message) from None
+        if client.kind not in ("system", "operator"):
+            raise OAuthError(
+                400, "unauthorized_client", "this client may not use client_credentials"
+            )
         requested = form.get("scope") or client.scopes
         scope = narrow(requested, ScopeSet.parse(client.scopes))
         if not scope:
@@ -173,7 +179,7 @@ class BuiltinIssuer:
             profession=profession,
         )
 
-    async def _check_assertion(
+    async def check_assertion(
         self, assertion: str, form_client: str | None
     ) -> tuple[ClientRow, dict[str, Any]]:
         """The registered client and the assertion's claims, once every rule is checked."""

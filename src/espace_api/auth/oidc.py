@@ -50,6 +50,12 @@ class OidcProvider(BaseModel):
     profession_claim: str = "profession"  # the national profession code (profession matrix)
     client_id_claim: str = "azp"
     timeout_seconds: float = Field(default=5.0, gt=0)
+    # For signing patients in when they authorise a SMART app (smart/login.py): this server
+    # is a client of the provider (authorization code, client_secret_post).
+    authorization_url: str | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
 
     @field_validator("audience", mode="before")
     @classmethod

@@ -2,7 +2,6 @@
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -10,6 +9,7 @@ from pydantic import ValidationError
 
 from espace_api.auth.clients import ClientRegistration, client_view
 from espace_api.auth.dependency import current_identity
+from espace_api.auth.forms import form_pairs
 from espace_api.auth.identity import Identity
 from espace_api.auth.issuer import OAuthError
 from espace_api.auth.scopes import SCOPES_SUPPORTED
@@ -19,7 +19,27 @@ from espace_api.fhir.errors import FhirError
 router = APIRouter(tags=["auth"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-MAX_FORM_BYTES = 64 * 1024
+# Grants of patient-authorised apps, answered by the SMART server (smart/server.py).
+APP_GRANTS = ("authorization_code", "refresh_token")
+APP_CAPABILITIES = [
+    "launch-standalone",
+    "client-public",
+    "context-standalone-patient",
+    "permission-patient",
+    "permission-offline",
+    "permission-online",
+    "sso-openid-connect",
+]
+
+
+def app_launch(base: str, alg: str) -> dict[str, Any]:
+    """The SMART App Launch members of the discovery document."""
+    return {
+        "authorization_endpoint": f"{base}/auth/authorize",
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "id_token_signing_alg_values_supported": [alg],
+    }
 
 
 def _services(request: Request) -> AuthServices:
@@ -40,35 +60,33 @@ def _oauth_error(exc: OAuthError) -> JSONResponse:
 
 async def _form(request: Request) -> dict[str, str]:
     """An x-www-form-urlencoded body; OAuthError if not one, or if a parameter repeats."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        raise OAuthError(400, "invalid_request", "use application/x-www-form-urlencoded")
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise OAuthError(400, "invalid_request", "request body is too large")
-    try:
-        pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
-    except (UnicodeDecodeError, ValueError):
-        raise OAuthError(400, "invalid_request", "malformed form body") from None
     form: dict[str, str] = {}
-    for name, value in pairs:
+    for name, value in await form_pairs(request):
         if name in form:
             raise OAuthError(400, "invalid_request", f"parameter {name!r} is repeated")
         form[name] = value
     return form
 
 
-@router.post("/auth/token", summary="OAuth2 client_credentials with a private_key_jwt assertion")
+@router.post(
+    "/auth/token",
+    summary="OAuth2 token endpoint: client_credentials (private_key_jwt), authorization_code "
+    "(PKCE) and refresh_token",
+)
 async def token(request: Request) -> JSONResponse:
-    """SMART Backend Services token endpoint."""
+    """SMART Backend Services and SMART App Launch token endpoint."""
     issuer = _services(request).issuer
     if issuer is None:
         raise FhirError.not_found("The built-in token issuer is disabled")
     try:
-        issued = await issuer.client_credentials(await _form(request))
+        form = await _form(request)
+        if form.get("grant_type") in APP_GRANTS:
+            body = await request.app.state.smart.token(form)
+        else:
+            body = (await issuer.client_credentials(form)).response()
     except OAuthError as exc:
         return _oauth_error(exc)
-    return JSONResponse(issued.response(), headers=NO_STORE)
+    return JSONResponse(body, headers=NO_STORE)
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys of the built-in issuer")
@@ -109,6 +127,10 @@ async def smart_configuration(request: Request) -> JSONResponse:
             ),
             client_registration_endpoint=f"{services.base_url}/auth/clients",
         )
+        body.update(app_launch(services.base_url, settings.auth_signing_algorithm))
+        body["grant_types_supported"] += list(APP_GRANTS)
+        body["token_endpoint_auth_methods_supported"] += ["none"]
+        body["capabilities"] += APP_CAPABILITIES
     return JSONResponse(body, headers={"Cache-Control": "public, max-age=300"})
 
 
@@ -125,7 +147,7 @@ async def register_client(
             f"Invalid client registration: {exc}", "INVALID_CLIENT"
         ) from None
     created = await services.repo.upsert_client(
-        **registration.model_dump(), now=request.app.state.clock.now()
+        **registration.stored(), now=request.app.state.clock.now()
     )
     row = await services.repo.get_client(registration.client_id)
     assert row is not None

@@ -15,6 +15,7 @@ from espace_api.auth.sources import BuiltinSource, TokenSource
 from espace_api.clock import Clock
 from espace_api.config import Settings
 from espace_api.storage.auth_repository import AuthRepository
+from espace_api.storage.smart_repository import SmartRepository
 
 
 @dataclass
@@ -27,6 +28,7 @@ class AuthServices:
     keys: ServerKeys | None = None
     issuer: BuiltinIssuer | None = None
     providers: list[OidcProvider] = field(default_factory=list)
+    smart: SmartRepository | None = None
 
     @property
     def base_url(self) -> str:
@@ -117,4 +119,6 @@ def build(
         cache_size=settings.auth_token_cache_size,
         leeway=leeway,
     )
-    return AuthServices(settings, repo, authenticator, keys, issuer, providers)
+    smart = SmartRepository(engine)
+    authenticator.grant_active = smart.grant_active
+    return AuthServices(settings, repo, authenticator, keys, issuer, providers, smart)

@@ -41,6 +41,7 @@ class VerifiedToken:
     token_id: str | None = None
     purpose: str | None = None
     profession: str | None = None
+    grant_id: str | None = None
 
 
 class TokenSource(Protocol):
@@ -123,4 +124,5 @@ class BuiltinSource:
             token_id=text_claim(claims, "jti"),
             purpose=text_claim(claims, "purpose"),
             profession=text_claim(claims, "profession"),
+            grant_id=text_claim(claims, "grant"),
         )

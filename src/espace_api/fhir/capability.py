@@ -24,6 +24,7 @@ OPERATIONS = {
     "DocumentReference": [
         ("deposit-status", f"{OWN_OPERATIONS}/DocumentReference-deposit-status"),
     ],
+    "Consent": [("revoke", f"{OWN_OPERATIONS}/Consent-revoke")],  # an app's grant (smart/)
 }
 EXPLAIN = ("explain", f"{OWN_OPERATIONS}/Resource-explain")
 # The access history: read-only, not a stored resource type (audit/service.py).
@@ -103,9 +104,11 @@ def capability_statement(
         "description": SECURITY_TEXT,
     }
     if token_url:
-        security["extension"] = [
-            {"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": token_url}]}
-        ]
+        # The authorization endpoint of SMART App Launch (smart/) sits beside the token one.
+        authorize_url = token_url.removesuffix("/token") + "/authorize"
+        uris = [{"url": "token", "valueUri": token_url}]
+        uris.append({"url": "authorize", "valueUri": authorize_url})
+        security["extension"] = [{"url": OAUTH_URIS, "extension": uris}]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

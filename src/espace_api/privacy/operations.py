@@ -80,14 +80,7 @@ async def break_the_glass(ctx: Context, patient_id: str, reason: str | None) -> 
         "resourceType": "Consent",
         "status": "active",
         "extension": [{"url": BTG_REASON_URL, "valueString": reason}],
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
+        "scope": v.PRIVACY_SCOPE,
         "category": [{"coding": [{"system": v.CONSENT_KIND_SYSTEM, "code": v.BREAK_THE_GLASS}]}],
         "patient": {"reference": f"Patient/{patient_id}"},
         "dateTime": format_instant(now),
@@ -96,14 +89,7 @@ async def break_the_glass(ctx: Context, patient_id: str, reason: str | None) -> 
             "period": {"start": format_instant(now), "end": format_instant(end)},
             "actor": [
                 {
-                    "role": {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                "code": "IRCP",
-                            }
-                        ]
-                    },
+                    "role": v.RECIPIENT_ROLE,
                     "reference": {
                         "reference": "Practitioner/rpps-"
                         + actors.practitioner_key(identity.practitioner).partition(":")[2]

@@ -40,6 +40,9 @@ auth_clients = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
     Column("disabled", Boolean, nullable=False, server_default="false"),
+    # SMART apps (kind "app", migration 17_1): exact redirect URIs and catalogue metadata.
+    Column("redirect_uris", JSONB(none_as_null=True)),
+    Column("catalogue", JSONB(none_as_null=True)),
 )
 
 auth_signing_keys = Table(
@@ -85,6 +88,8 @@ class ClientRow:
     created: datetime
     updated: datetime
     disabled: bool
+    redirect_uris: list[str] | None = None
+    catalogue: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class AuthRepository:
         scopes: str,
         organization: str | None,
         now: datetime,
+        redirect_uris: list[str] | None = None,
+        catalogue: dict[str, Any] | None = None,
     ) -> bool:
         """Create or replace a client (re-enabling it). True if it was created."""
         values = {
@@ -142,6 +149,8 @@ class AuthRepository:
             "organization": organization,
             "updated": now,
             "disabled": False,
+            "redirect_uris": redirect_uris,
+            "catalogue": catalogue,
         }
         stmt = (
             insert(auth_clients)

@@ -37,4 +37,5 @@ class PatientKind:
             patient_id=patient_id,
             token_id=token.token_id,
             purpose=token.purpose,
+            grant_id=token.grant_id,
         )

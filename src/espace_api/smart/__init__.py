@@ -1,0 +1,1 @@
+"""SMART App Launch 2.x, standalone patient launch: patient-authorised third-party apps."""
