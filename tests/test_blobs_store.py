@@ -38,6 +38,8 @@ from espace_api.blobs import (
     open_blob_store,
 )
 from espace_api.blobs.filesystem import FilesystemBlobStore
+from espace_api.blobs.keys import DataKeys
+from espace_api.blobs.kms import LocalKeyService
 from espace_api.blobs.postgres import PostgresBlobStore
 from espace_api.blobs.s3 import S3BlobStore
 from espace_api.blobs.sweeper import BlobSweeper
@@ -225,17 +227,30 @@ def fake_clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["postgres", "filesystem", "s3"])
+KEK = os.urandom(32)
+"""The suite's key-encryption key (a new one per run)."""
+
+
+def data_keys(engine: AsyncEngine, *keks: bytes) -> DataKeys:
+    """Patients' data keys wrapped by `keks` (the first is current; default: KEK)."""
+    return DataKeys(engine, LocalKeyService(list(keks or (KEK,))))
+
+
+@pytest.fixture(params=["postgres", "filesystem", "s3", "postgres-clear"])
 async def store(
     request: pytest.FixtureRequest, engine: AsyncEngine, fake_clock: FakeClock, tmp_path: Path
 ) -> AsyncIterator[BlobStore]:
-    """Each backend in turn, on a fresh database (and directory / bucket prefix)."""
+    """Each backend in turn, encrypting (the default configuration), on a fresh database (and
+    directory / bucket prefix); and Postgres storing in clear (`ENCRYPTION_ENABLED=false`)."""
     clock = fake_clock.clock()
+    keys = data_keys(engine)
     result: BlobStore
     if request.param == "postgres":
+        result = PostgresBlobStore(engine, clock, keys)
+    elif request.param == "postgres-clear":
         result = PostgresBlobStore(engine, clock)
     elif request.param == "filesystem":
-        result = FilesystemBlobStore(engine, tmp_path / "blobs", clock)
+        result = FilesystemBlobStore(engine, tmp_path / "blobs", clock, keys)
     else:
         server: S3Server = request.getfixturevalue("s3_server")
         result = await S3BlobStore.connect(
@@ -244,6 +259,7 @@ async def store(
             endpoint_url=server.endpoint_url,
             prefix=f"t-{uuid.uuid4().hex[:10]}/",
             clock=clock,
+            keys=keys,
             **S3_ACCESS,
         )
     yield result

@@ -269,7 +269,10 @@ class BlobStore(ABC):
             return self._read(row, lo, hi)
         if self.keys is None:
             raise FhirError(
-                500, "ENCRYPTION_NOT_CONFIGURED", "Document content is encrypted", issue_type="exception"
+                500,
+                "ENCRYPTION_NOT_CONFIGURED",
+                "Document content is encrypted",
+                issue_type="exception",
             )
         if lo >= hi:
             return _empty()
@@ -377,6 +380,14 @@ class BlobStore(ABC):
     def _read(self, row: repo.BlobRow, start: int, end: int) -> AsyncIterator[bytes]:
         """Yield stored bytes `[start, end)` of the catalogued blob (bounds already checked)."""
 
+    @abstractmethod
+    async def _remove(self, key: BlobKey) -> None:
+        """Delete the bytes under `key`; no error if they are already gone."""
+
+    @abstractmethod
+    async def _present(self, key: BlobKey) -> bool:
+        """Whether bytes are stored under `key`."""
+
 
 async def _encrypt(data_key: DataKey, info: BlobInfo, plain: Spool, sealed: Spool) -> None:
     """Seal the plaintext spool into `sealed` (in a thread when large)."""
@@ -401,11 +412,3 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
     yield first
     async for piece in rest:
         yield piece
-
-    @abstractmethod
-    async def _remove(self, key: BlobKey) -> None:
-        """Delete the bytes under `key`; no error if they are already gone."""
-
-    @abstractmethod
-    async def _present(self, key: BlobKey) -> bool:
-        """Whether bytes are stored under `key`."""

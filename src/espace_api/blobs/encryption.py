@@ -73,7 +73,8 @@ def stored_range(start: int, end: int, size: int) -> tuple[int, int, int]:
     """(first chunk index, stored start, stored end) of the chunks covering `[start, end)`."""
     first = start // CHUNK_BYTES
     last = (end - 1) // CHUNK_BYTES
-    return first, first * SEALED_CHUNK_BYTES, min((last + 1) * SEALED_CHUNK_BYTES, stored_size(size))
+    stored_end = min((last + 1) * SEALED_CHUNK_BYTES, stored_size(size))
+    return first, first * SEALED_CHUNK_BYTES, stored_end
 
 
 def _aad(patient_id: str, sha256: str, index: int, final: bool) -> bytes:
@@ -82,7 +83,9 @@ def _aad(patient_id: str, sha256: str, index: int, final: bool) -> bytes:
     )
 
 
-def encrypt(aead: AESGCM, patient_id: str, sha256: str, size: int, src: Readable, dst: Writable) -> None:
+def encrypt(
+    aead: AESGCM, patient_id: str, sha256: str, size: int, src: Readable, dst: Writable
+) -> None:
     """Read `size` plaintext bytes from `src`, write their sealed chunks to `dst`."""
     count = -(-size // CHUNK_BYTES)
     for index in range(count):

@@ -52,7 +52,11 @@ class DataKeys:
     """The data keys of all patients, wrapped by `kms`."""
 
     def __init__(
-        self, engine: AsyncEngine, kms: KeyService, clock: Clock | None = None, cache_size: int = 10_000
+        self,
+        engine: AsyncEngine,
+        kms: KeyService,
+        clock: Clock | None = None,
+        cache_size: int = 10_000,
     ) -> None:
         self.engine = engine
         self.kms = kms
@@ -67,7 +71,8 @@ class DataKeys:
         if row is None:
             async with self.engine.begin() as conn:
                 generation = await repo.next_generation(conn, patient_id)
-                wrapped = await self.kms.wrap(os.urandom(KEY_BYTES), context(patient_id, generation))
+                raw = os.urandom(KEY_BYTES)
+                wrapped = await self.kms.wrap(raw, context(patient_id, generation))
                 new = WrappedKey(patient_id, generation, self.kms.current_kek_id, wrapped)
                 await repo.insert_key(conn, new, self.clock.now())
             async with self.engine.connect() as conn:  # a concurrent first put may have won
@@ -114,7 +119,12 @@ class DataKeys:
                     try:
                         raw = await self.kms.unwrap(row.kek_id, row.wrapped_key, ctx)
                     except KeyUnavailable as exc:
-                        log.error("rotate-kek: patient %s key %d: %s", row.patient_id, row.generation, exc)
+                        log.error(
+                            "rotate-kek: patient %s key %d: %s",
+                            row.patient_id,
+                            row.generation,
+                            exc,
+                        )
                         failed.add((row.patient_id, row.generation))
                         continue
                     wrapped = await self.kms.wrap(raw, ctx)

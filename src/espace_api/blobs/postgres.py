@@ -38,7 +38,10 @@ class PostgresBlobStore(BlobStore):
             if rekeyed:  # stored in clear or under a destroyed key: store them anew
                 await repo.delete_chunks(conn, key)
                 await repo.set_key_generation(conn, key, generation)
-            if claim.inserted or rekeyed or (info.size and not await repo.chunks_present(conn, key)):
+            write = claim.inserted or rekeyed
+            if not write and info.size:  # a put that died after claiming left no chunks
+                write = not await repo.chunks_present(conn, key)
+            if write:
                 spool.rewind()
                 seq = 0
                 while chunk := spool.read(self.chunk_bytes):
