@@ -9,6 +9,7 @@ and the ratio encrypted / clear (target: >= 90 %).
 """
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,69 @@ def _merge(name: str, parts: list[Report]) -> Report:
         sum(p.seconds for p in parts),
         [x for p in parts for x in p.latencies_ms],
     )
+
+
+async def store_level(url: str, seconds: float, concurrency: int) -> list[str]:
+    """The blob store alone (Postgres backend, in this process): put then read 50 KB
+    documents with and without encryption, alternating rounds; what the HTTP figures hide."""
+    from espace_api.blobs.keys import DataKeys
+    from espace_api.blobs.kms import LocalKeyService
+    from espace_api.blobs.postgres import PostgresBlobStore
+    from espace_api.config import Settings
+    from espace_api.db.engine import make_engine
+
+    engine = make_engine(Settings(database_url=url))
+    keys = DataKeys(engine, LocalKeyService([os.urandom(32)]))
+    stores = {"encrypted": PostgresBlobStore(engine, keys=keys), "clear": PostgresBlobStore(engine)}
+    done: dict[tuple[str, str], list[float]] = {}
+    try:
+        for _ in range(4):
+            for mode, store in stores.items():
+                pid = f"bench-{mode}-{random.randrange(10**9)}"
+                shas: list[str] = []
+
+                async def put(
+                    store: PostgresBlobStore = store, pid: str = pid, shas: list[str] = shas
+                ) -> None:
+                    shas.append((await store.put(pid, pdf_bytes(), max_bytes=1 << 20)).sha256)
+
+                async def get(
+                    store: PostgresBlobStore = store, pid: str = pid, shas: list[str] = shas
+                ) -> None:
+                    await store.read_all(pid, random.choice(shas))
+
+                for op, call in (("put", put), ("read", get)):
+                    done.setdefault((op, mode), []).extend(
+                        await _repeat(call, concurrency, seconds / 8)
+                    )
+    finally:
+        await engine.dispose()
+    lines = []
+    for op in ("put", "read"):
+        rate = {m: done[(op, m)][0] / done[(op, m)][1] for m in MODES}
+        lines.append(
+            f"blob store {op} 50 KB: encrypted {rate['encrypted']:.0f}/s, clear "
+            f"{rate['clear']:.0f}/s: {rate['encrypted'] / rate['clear']:.0%}"
+        )
+    return lines
+
+
+async def _repeat(
+    call: Callable[[], Awaitable[None]], concurrency: int, seconds: float
+) -> list[float]:
+    """[calls made, seconds taken] by `concurrency` tasks calling `call` for `seconds`."""
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def worker() -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            await call()
+            count += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return [count, time.perf_counter() - start]
 
 
 @dataclass

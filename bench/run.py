@@ -386,7 +386,8 @@ def run_encryption(args: argparse.Namespace) -> list[str]:
             mode: encryption.prepare(url, f"http://127.0.0.1:{port}", create_patients)
             for mode, port in ports.items()
         }
-        return asyncio.run(encryption.compare(sides, args, load))
+        lines = asyncio.run(encryption.compare(sides, args, load))
+        return lines + asyncio.run(encryption.store_level(url, args.seconds, args.concurrency))
     finally:
         for proc in servers:
             proc.terminate()
@@ -424,8 +425,7 @@ def main() -> None:
         reports += run_core_and_deposit(args)
     enrolled = run_enrolment(args) if "enrol" in args.scenarios else None
     limits = run_limit(args) if "limit" in args.scenarios else []
-    if "encryption" in args.scenarios:
-        limits += run_encryption(args)
+    encrypted = run_encryption(args) if "encryption" in args.scenarios else []
     if "search" in args.scenarios:
         found, searched = run_search(args)
         reports += found
@@ -438,6 +438,8 @@ def main() -> None:
         print("\n".join(limits))
     if enrolled:
         print(enrolled)
+    if encrypted:
+        print("\n".join(encrypted))
 
 
 if __name__ == "__main__":

@@ -121,15 +121,17 @@ def _dev_kek(data_dir: str) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        pass
+        created = False
     else:
         with os.fdopen(fd, "w") as f:
             f.write(new_kek() + "\n")
-        log.warning(
-            "no ENCRYPTION_KEK or ENCRYPTION_KEK_FILE: generated a development KEK in %s; "
-            "losing it makes every stored document unreadable (set a real KEK in production)",
-            path,
-        )
+        created = True
+    log.warning(
+        "no ENCRYPTION_KEK or ENCRYPTION_KEK_FILE: %s the development KEK %s; losing it makes "
+        "every stored document unreadable (configure a real KEK in production)",
+        "generated" if created else "using",
+        path,
+    )
     return path.read_text()
 
 
