@@ -43,8 +43,10 @@ BACKENDS = ("postgres", "filesystem", "s3")
 def data_keys_from_settings(
     settings: Settings, engine: AsyncEngine, clock: Clock | None = None
 ) -> DataKeys | None:
-    """The patients' data keys under the configured KEK; None with encryption off."""
-    if not settings.encryption_enabled:
+    """The patients' data keys under the configured KEK. With encryption off, only when a KEK
+    is configured (to read what was encrypted before); else None."""
+    configured = settings.encryption_kek or settings.encryption_kek_file
+    if not settings.encryption_enabled and not configured:
         return None
     return DataKeys(engine, key_service_from_settings(settings), clock)
 
@@ -53,6 +55,12 @@ async def open_blob_store(
     settings: Settings, engine: AsyncEngine, clock: Clock | None = None
 ) -> BlobStore:
     """The configured blob store; call `aclose()` on shutdown."""
+    store = await _open_backend(settings, engine, clock)
+    store.encrypt = settings.encryption_enabled and store.keys is not None
+    return store
+
+
+async def _open_backend(settings: Settings, engine: AsyncEngine, clock: Clock | None) -> BlobStore:
     backend = settings.blob_backend.strip().lower()
     keys = data_keys_from_settings(settings, engine, clock)
     if backend == "postgres":

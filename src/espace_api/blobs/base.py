@@ -197,8 +197,8 @@ class BlobStore(ABC):
 
     Subclasses store the bytes (`_write`, `_read`, `_remove`, `_present`); this class keeps
     the catalogue, ranges, the key rules and encryption (with `keys`; None stores new bytes
-    in clear). Ranges are `[start, end)` byte offsets of the plaintext; backends see offsets
-    of the stored bytes.
+    in clear and cannot read encrypted ones). Ranges are `[start, end)` byte offsets of the
+    plaintext; backends see offsets of the stored bytes.
     """
 
     backend: str = ""
@@ -209,6 +209,9 @@ class BlobStore(ABC):
         self.engine = engine
         self.clock = clock or Clock()
         self.keys = keys
+        self.encrypt = keys is not None
+        """Whether new content is encrypted (False: stored in clear; `keys` still read what
+        was encrypted before)."""
 
     # -- public contract -------------------------------------------------------------------
 
@@ -220,7 +223,7 @@ class BlobStore(ABC):
         grace period, so that the sweeper cannot remove it before the caller's metadata commits.
         """
         check_key(patient_id)
-        if self.keys is None:
+        if self.keys is None or not self.encrypt:
             spool = self._new_spool(max_bytes)
             try:
                 await fill_spool(spool, data)
