@@ -8,6 +8,7 @@ cloned from a migrated template. S3: a real SeaweedFS server (the `weed` binary 
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -906,3 +907,23 @@ async def test_kek_rotation_rewraps_keys_without_touching_blobs(
     await data_keys(engine, lost).current(stray)
     partial = await data_keys(engine, new_kek).rotate()
     assert (partial.rewrapped, partial.failed) == (0, 1)
+
+
+async def test_rotate_kek_command(engine: AsyncEngine) -> None:
+    """`espace-api rotate-kek` against a database: re-wraps, then finds nothing more to do."""
+    old, new = os.urandom(32), os.urandom(32)
+    for _ in range(3):
+        await data_keys(engine, old).current(patient())
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    keks = ",".join(base64.b64encode(k).decode() for k in (new, old))
+    env = {**os.environ, "DATABASE_URL": url, "ENCRYPTION_KEK": keks}
+    cli = [str(Path(sys.executable).parent / "espace-api"), "rotate-kek", "--batch", "2"]
+
+    def run() -> dict[str, Any]:
+        done = subprocess.run(cli, env=env, capture_output=True, check=True, timeout=120)
+        return json.loads(done.stdout)
+
+    first = await asyncio.to_thread(run)
+    assert (first["rewrapped"], first["failed"]) == (3, 0)
+    assert first["remaining"] == {kek_id_of(new): 3} and first["current_kek"] == kek_id_of(new)
+    assert (await asyncio.to_thread(run))["rewrapped"] == 0

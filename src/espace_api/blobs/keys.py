@@ -65,8 +65,11 @@ class DataKeys:
         self._cache: OrderedDict[tuple[str, bytes], AESGCM] = OrderedDict()
 
     async def current(self, patient_id: str) -> DataKey:
-        """The key new content of the patient is encrypted with (created on first use)."""
+        """The key new content of the patient is encrypted with (created on first use).
+
+        One autocommit query (no BEGIN/ROLLBACK round trips) on the deposit path."""
         async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             row = await repo.current_key(conn, patient_id)
         if row is None:
             async with self.engine.begin() as conn:
