@@ -741,6 +741,17 @@ async def overwrite_raw(store: BlobStore, patient_id: str, sha: str, data: bytes
         await store.client.put_object(Bucket=store.bucket, Key=store.object_key(key), Body=data)
 
 
+@pytest.fixture
+def encrypted(store: BlobStore) -> None:
+    """Skip the store that keeps content in clear: these tests are about the three that
+    encrypt."""
+    if store.keys is None:
+        pytest.skip("this backend stores in clear (ENCRYPTION_ENABLED=false)")
+
+
+only_encrypted = pytest.mark.usefixtures("encrypted")
+
+
 def sealed_chunk(raw: bytes, index: int) -> bytes:
     return raw[index * encryption.SEALED_CHUNK_BYTES : (index + 1) * encryption.SEALED_CHUNK_BYTES]
 
@@ -753,9 +764,8 @@ def health_document(size: int) -> bytes:
     return (b"%PDF-1.7\n" + MARKER * (size // len(MARKER) + 1))[:size]
 
 
+@only_encrypted
 async def test_backends_hold_only_ciphertext(store: BlobStore) -> None:
-    if store.keys is None:
-        pytest.skip("this backend stores in clear (ENCRYPTION_ENABLED=false)")
     pid = patient()
     data = health_document(200 * 1024)
     info = await store.put(pid, data, max_bytes=MiB)
@@ -773,9 +783,8 @@ async def test_backends_hold_only_ciphertext(store: BlobStore) -> None:
     assert len(theirs) == len(raw) and theirs[:4096] != raw[:4096]
 
 
+@only_encrypted
 async def test_a_range_reads_only_the_chunks_covering_it(store: BlobStore, big: bytes) -> None:
-    if store.keys is None:
-        pytest.skip("this backend stores in clear (ENCRYPTION_ENABLED=false)")
     pid = patient()
     info = await store.put(pid, stream(big), max_bytes=20 * MiB)
     asked: list[tuple[int, int]] = []
@@ -794,11 +803,10 @@ async def test_a_range_reads_only_the_chunks_covering_it(store: BlobStore, big: 
     assert [end - begin for begin, end in asked] == [encryption.SEALED_CHUNK_BYTES]
 
 
+@only_encrypted
 async def test_tampering_is_detected_never_served(
     store: BlobStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if store.keys is None:
-        pytest.skip("this backend stores in clear (ENCRYPTION_ENABLED=false)")
     pid = patient()
     data = health_document(3 * encryption.CHUNK_BYTES)
     info = await store.put(pid, data, max_bytes=MiB)
@@ -837,9 +845,8 @@ async def test_tampering_is_detected_never_served(
         await store.open(pid, sha, 0, 10)
 
 
+@only_encrypted
 async def test_purge_destroys_the_key_and_every_copy_is_unreadable(store: BlobStore) -> None:
-    if store.keys is None:
-        pytest.skip("this backend stores in clear (ENCRYPTION_ENABLED=false)")
     pid = patient()
     data = health_document(100 * 1024)
     info = await store.put(pid, data, max_bytes=MiB)
@@ -873,11 +880,10 @@ async def test_purge_destroys_the_key_and_every_copy_is_unreadable(store: BlobSt
     assert await raw_bytes(store, pid, info.sha256) != backup
 
 
+@only_encrypted
 async def test_kek_rotation_rewraps_keys_without_touching_blobs(
     store: BlobStore, engine: AsyncEngine
 ) -> None:
-    if store.keys is None:
-        pytest.skip("this backend stores in clear (ENCRYPTION_ENABLED=false)")
     pids = [patient() for _ in range(5)]
     infos = [
         await store.put(pid, health_document(70_000 + i), max_bytes=MiB)
