@@ -80,7 +80,7 @@ async def store_level(url: str, seconds: float, concurrency: int) -> list[str]:
     from espace_api.config import Settings
     from espace_api.db.engine import make_engine
 
-    engine = make_engine(Settings(database_url=url))
+    engine = make_engine(Settings(database_url=url, db_pool_size=concurrency, db_max_overflow=0))
     keys = DataKeys(engine, LocalKeyService([os.urandom(32)]))
     stores = {"encrypted": PostgresBlobStore(engine, keys=keys), "clear": PostgresBlobStore(engine)}
     done: dict[tuple[str, str], list[float]] = {}

@@ -377,6 +377,9 @@ def run_encryption(args: argparse.Namespace) -> list[str]:
                 "ENCRYPTION_KEK": kek,
                 "ENCRYPTION_ENABLED": str(mode == "encrypted").lower(),
                 "BLOB_BACKEND": "postgres",
+                # Four pools on a shared Postgres: no more connections than clients.
+                "DB_POOL_SIZE": str(args.concurrency),
+                "DB_MAX_OVERFLOW": "0",
             },
         )
         for mode, port in ports.items()
@@ -387,6 +390,7 @@ def run_encryption(args: argparse.Namespace) -> list[str]:
             for mode, port in ports.items()
         }
         lines = asyncio.run(encryption.compare(sides, args, load))
+        print("\n".join(lines), flush=True)
         return lines + asyncio.run(encryption.store_level(url, args.seconds, args.concurrency))
     finally:
         for proc in servers:
