@@ -52,6 +52,7 @@ from espace_api.clock import Clock
 from espace_api.config import Settings
 from espace_api.db.engine import async_url
 from espace_api.db.migrate import upgrade
+from espace_api.fhir.errors import FhirError
 from espace_api.storage import blob_repository as repo
 from espace_api.storage import data_key_repository as key_repo
 
@@ -912,6 +913,12 @@ async def test_kek_rotation_rewraps_keys_without_touching_blobs(
         await raw_bytes(store, pid, info.sha256) for pid, info in zip(pids, infos, strict=True)
     ]
     assert after == before
+    # Without the KEK (a wrong one configured, or none): 503, nothing served.
+    for keys in (data_keys(engine, os.urandom(32)), None):
+        store.keys = keys
+        with pytest.raises(FhirError) as err:
+            await store.open(pids[0], infos[0].sha256)
+        assert (err.value.status, err.value.code) == (503, "CONTENT_KEY_UNAVAILABLE")
     # A key whose KEK is not configured is reported, not lost.
     lost = os.urandom(32)
     stray = patient()

@@ -36,11 +36,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from espace_api.blobs import encryption
 from espace_api.blobs.keys import DataKey, DataKeys
+from espace_api.blobs.kms import KeyUnavailable
 from espace_api.clock import Clock
 from espace_api.fhir.errors import FhirError
 from espace_api.storage import blob_repository as repo
 from espace_api.storage.blob_repository import BlobInfo as BlobInfo
 from espace_api.storage.blob_repository import BlobKey as BlobKey
+from espace_api.storage.data_key_repository import WrappedKey
 
 SPOOL_MEMORY_BYTES = 1024 * 1024
 READ_BLOCK_BYTES = 256 * 1024
@@ -270,22 +272,37 @@ class BlobStore(ABC):
         wrapped = row.data_key
         if wrapped is None:
             return self._read(row, lo, hi)
-        if self.keys is None:
-            raise FhirError(
-                500,
-                "ENCRYPTION_NOT_CONFIGURED",
-                "Document content is encrypted",
-                issue_type="exception",
-            )
         if lo >= hi:
             return _empty()
-        data_key = await self.keys.unwrap(wrapped)
+        data_key = await self._data_key(wrapped)
         _, s_lo, s_hi = encryption.stored_range(lo, hi, row.size)
         plain = encryption.decrypt_range(
             data_key.aead, patient_id, sha256, row.size, lo, hi, self._read(row, s_lo, s_hi)
         )
         first = await anext(plain)  # fail before the caller starts a response
         return _prepend(first, plain)
+
+    async def _data_key(self, wrapped: WrappedKey) -> DataKey:
+        """The usable data key of an encrypted blob; 503 when no KEK can unwrap it (KMS down,
+        KEK missing from the configuration: an operator's problem, logged, nothing served)."""
+        try:
+            if self.keys is None:
+                raise KeyUnavailable("no KEK is configured (ENCRYPTION_KEK)")
+            return await self.keys.unwrap(wrapped)
+        except KeyUnavailable as exc:
+            encryption.alerts.error(
+                "content key unavailable: patient %s key %d: %s",
+                wrapped.patient_id,
+                wrapped.generation,
+                exc,
+                extra={"event": "content_key_unavailable"},
+            )
+            raise FhirError(
+                503,
+                "CONTENT_KEY_UNAVAILABLE",
+                "Document content cannot be decrypted now (key service unavailable)",
+                issue_type="transient",
+            ) from None
 
     async def read_all(self, patient_id: str, sha256: str) -> bytes:
         """The whole blob in memory (small blobs, tests)."""
