@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format openapi bench soak fuzz docker token sweep clean
+.PHONY: install run test lint format openapi bench soak fuzz docker token sweep rotate-kek clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ soak: install ## mixed workload for 5 minutes (wrk, 50 connections): throughput,
 
 sweep: install ## delete document content no committed metadata references (after the grace period)
 	$(BIN)/espace-api sweep-blobs
+
+rotate-kek: install ## re-wrap the patients' data keys under the current KEK (idempotent, resumable)
+	$(BIN)/espace-api rotate-kek
 
 docker:
 	docker build -t espace-api .

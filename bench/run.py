@@ -1,7 +1,7 @@
 """`make bench`: start the server (uvicorn workers, own processes) and load it over loopback
 with concurrent httpx clients; print req/s and p50/p95/p99 per scenario.
 
-Scenarios (`--scenarios limit,core,deposit,enrol,search`):
+Scenarios (`--scenarios limit,core,deposit,enrol,search,encryption`):
 - limit: espace-api's authenticated read by id against a bare FastAPI + asyncpg read of the
   same row, both loaded by wrk (bench/limit.py); prints the ratio;
 - core: create Patients and DocumentReferences, read and search them;
@@ -10,7 +10,9 @@ Scenarios (`--scenarios limit,core,deposit,enrol,search`):
 - enrol: bulk enrolment of `--persons` people (100,000) from one NDJSON upload, then again
   (idempotent re-run);
 - search: ITI-67 searches by a professional on a database pre-loaded by bench.loader with
-  `--documents` DocumentReferences for `--patients` patients (loaded once, then reused).
+  `--documents` DocumentReferences for `--patients` patients (loaded once, then reused);
+- encryption: POST /Binary and GET /Binary of 50 KB PDFs with content encryption on and off,
+  alternating, in one run; prints the ratio (bench/encryption.py).
 Uses DATABASE_URL's server or an embedded Postgres.
 """
 
@@ -30,7 +32,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from bench import db, documents, enrolment, limit, loader, tokens
+from bench import db, documents, encryption, enrolment, limit, loader, tokens
 from bench.loader import INS, LOINC, TYPES
 from bench.stats import Report, header
 
@@ -41,10 +43,15 @@ def fresh_database() -> str:
 
 
 def start_server(
-    url: str, port: int, workers: int, app: str = "espace_api.main:create_app"
+    url: str,
+    port: int,
+    workers: int,
+    app: str = "espace_api.main:create_app",
+    env_extra: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """uvicorn serving `app` (a factory) on `port`, once /healthz answers."""
     env = {**os.environ, "DATABASE_URL": url, "BASE_URL": f"http://127.0.0.1:{port}"}
+    env.update(env_extra or {})
     env["DRAIN_SECONDS"] = "0"  # the bench stops its servers at once
     proc = subprocess.Popen(
         [
@@ -354,6 +361,44 @@ def run_limit(args: argparse.Namespace) -> list[str]:
         db.drop(url)
 
 
+def run_encryption(args: argparse.Namespace) -> list[str]:
+    """Deposit and download with encryption on and off: two servers, one database, one KEK."""
+    from espace_api.blobs.kms import new_kek
+
+    url = fresh_database()
+    kek = new_kek()
+    ports = {"encrypted": args.port + 6, "clear": args.port + 7}
+    servers = [
+        start_server(
+            url,
+            port,
+            args.workers,
+            env_extra={
+                "ENCRYPTION_KEK": kek,
+                "ENCRYPTION_ENABLED": str(mode == "encrypted").lower(),
+                "BLOB_BACKEND": "postgres",
+                # Four pools on a shared Postgres: no more connections than clients.
+                "DB_POOL_SIZE": str(args.concurrency),
+                "DB_MAX_OVERFLOW": "0",
+            },
+        )
+        for mode, port in ports.items()
+    ]
+    try:
+        sides = {
+            mode: encryption.prepare(url, f"http://127.0.0.1:{port}", create_patients)
+            for mode, port in ports.items()
+        }
+        lines = asyncio.run(encryption.compare(sides, args, load))
+        print("\n".join(lines), flush=True)
+        return lines + asyncio.run(encryption.store_level(url, args.seconds, args.concurrency))
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(timeout=10)
+        db.drop(url)
+
+
 async def create_patients(base: str, token: str, n: int) -> list[str]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as c:
@@ -384,6 +429,7 @@ def main() -> None:
         reports += run_core_and_deposit(args)
     enrolled = run_enrolment(args) if "enrol" in args.scenarios else None
     limits = run_limit(args) if "limit" in args.scenarios else []
+    encrypted = run_encryption(args) if "encryption" in args.scenarios else []
     if "search" in args.scenarios:
         found, searched = run_search(args)
         reports += found
@@ -396,6 +442,8 @@ def main() -> None:
         print("\n".join(limits))
     if enrolled:
         print(enrolled)
+    if encrypted:
+        print("\n".join(encrypted))
 
 
 if __name__ == "__main__":

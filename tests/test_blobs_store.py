@@ -8,6 +8,7 @@ cloned from a migrated template. S3: a real SeaweedFS server (the `weed` binary 
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -35,9 +38,13 @@ from espace_api.blobs import (
     BlobTooLarge,
     InvalidBlobKey,
     RangeNotSatisfiable,
+    encryption,
     open_blob_store,
 )
+from espace_api.blobs.encryption import ContentErased, ContentTampered
 from espace_api.blobs.filesystem import FilesystemBlobStore
+from espace_api.blobs.keys import DataKeys
+from espace_api.blobs.kms import LocalKeyService, kek_id_of
 from espace_api.blobs.postgres import PostgresBlobStore
 from espace_api.blobs.s3 import S3BlobStore
 from espace_api.blobs.sweeper import BlobSweeper
@@ -45,7 +52,9 @@ from espace_api.clock import Clock
 from espace_api.config import Settings
 from espace_api.db.engine import async_url
 from espace_api.db.migrate import upgrade
+from espace_api.fhir.errors import FhirError
 from espace_api.storage import blob_repository as repo
+from espace_api.storage import data_key_repository as key_repo
 
 MiB = 1024 * 1024
 GRACE = timedelta(hours=1)
@@ -178,7 +187,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "-master.volumeSizeLimitMB=64",
         f"-volume.port={volume}",
         f"-volume.port.grpc={volume_g}",
-        "-volume.max=8",
+        # 64 MB volumes, 16 slots: with the encryption tests' objects, 8 slots were all
+        # taken before the bucket created at start (test_s3_backend_from_settings) got one.
+        "-volume.max=16",
         "-filer",
         f"-filer.port={filer}",
         f"-filer.port.grpc={filer_g}",
@@ -225,17 +236,30 @@ def fake_clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["postgres", "filesystem", "s3"])
+KEK = os.urandom(32)
+"""The suite's key-encryption key (a new one per run)."""
+
+
+def data_keys(engine: AsyncEngine, *keks: bytes) -> DataKeys:
+    """Patients' data keys wrapped by `keks` (the first is current; default: KEK)."""
+    return DataKeys(engine, LocalKeyService(list(keks or (KEK,))))
+
+
+@pytest.fixture(params=["postgres", "filesystem", "s3", "postgres-clear"])
 async def store(
     request: pytest.FixtureRequest, engine: AsyncEngine, fake_clock: FakeClock, tmp_path: Path
 ) -> AsyncIterator[BlobStore]:
-    """Each backend in turn, on a fresh database (and directory / bucket prefix)."""
+    """Each backend in turn, encrypting (the default configuration), on a fresh database (and
+    directory / bucket prefix); and Postgres storing in clear (`ENCRYPTION_ENABLED=false`)."""
     clock = fake_clock.clock()
+    keys = data_keys(engine)
     result: BlobStore
     if request.param == "postgres":
+        result = PostgresBlobStore(engine, clock, keys)
+    elif request.param == "postgres-clear":
         result = PostgresBlobStore(engine, clock)
     elif request.param == "filesystem":
-        result = FilesystemBlobStore(engine, tmp_path / "blobs", clock)
+        result = FilesystemBlobStore(engine, tmp_path / "blobs", clock, keys)
     else:
         server: S3Server = request.getfixturevalue("s3_server")
         result = await S3BlobStore.connect(
@@ -244,6 +268,7 @@ async def store(
             endpoint_url=server.endpoint_url,
             prefix=f"t-{uuid.uuid4().hex[:10]}/",
             clock=clock,
+            keys=keys,
             **S3_ACCESS,
         )
     yield result
@@ -677,3 +702,246 @@ async def test_sweep_once_from_settings(database_url: str, tmp_path: Path) -> No
     )
     result = await sweep_once(settings, FakeClock(T0).clock())
     assert result.failed == 0
+
+
+# -- encryption (issue 18) -------------------------------------------------------------------
+
+
+async def raw_bytes(store: BlobStore, patient_id: str, sha: str) -> bytes:
+    """What the backend holds: what a backup, a replica or a stolen disk would show."""
+    if isinstance(store, PostgresBlobStore):
+        async with store.engine.connect() as conn:
+            stmt = (
+                select(repo.blob_chunks.c.data)
+                .where(
+                    repo.blob_chunks.c.patient_id == patient_id, repo.blob_chunks.c.sha256 == sha
+                )
+                .order_by(repo.blob_chunks.c.seq)
+            )
+            return b"".join(bytes(d) for d in (await conn.execute(stmt)).scalars())
+    if isinstance(store, FilesystemBlobStore):
+        return store.path(BlobKey(patient_id, sha)).read_bytes()
+    assert isinstance(store, S3BlobStore)
+    response = await store.client.get_object(
+        Bucket=store.bucket, Key=store.object_key(BlobKey(patient_id, sha))
+    )
+    async with response["Body"] as body:
+        return bytes(await body.read())
+
+
+async def overwrite_raw(store: BlobStore, patient_id: str, sha: str, data: bytes) -> None:
+    """Replace the stored bytes behind the service's back (an attacker, a faulty disk)."""
+    key = BlobKey(patient_id, sha)
+    if isinstance(store, PostgresBlobStore):
+        async with store.engine.begin() as conn:
+            await repo.delete_chunks(conn, key)
+            for seq, i in enumerate(range(0, len(data), store.chunk_bytes)):
+                await repo.insert_chunk(conn, key, seq, data[i : i + store.chunk_bytes])
+    elif isinstance(store, FilesystemBlobStore):
+        store.path(key).write_bytes(data)
+    else:
+        assert isinstance(store, S3BlobStore)
+        await store.client.put_object(Bucket=store.bucket, Key=store.object_key(key), Body=data)
+
+
+@pytest.fixture
+def encrypted(store: BlobStore) -> None:
+    """Skip the store that keeps content in clear: these tests are about the three that
+    encrypt."""
+    if store.keys is None:
+        pytest.skip("this backend stores in clear (ENCRYPTION_ENABLED=false)")
+
+
+only_encrypted = pytest.mark.usefixtures("encrypted")
+
+
+def sealed_chunk(raw: bytes, index: int) -> bytes:
+    return raw[index * encryption.SEALED_CHUNK_BYTES : (index + 1) * encryption.SEALED_CHUNK_BYTES]
+
+
+MARKER = b"HbA1c 7.9 % - diabetes type 2 - Dupont Jeanne"
+
+
+def health_document(size: int) -> bytes:
+    """A document whose plaintext is easy to spot in raw bytes."""
+    return (b"%PDF-1.7\n" + MARKER * (size // len(MARKER) + 1))[:size]
+
+
+@only_encrypted
+async def test_backends_hold_only_ciphertext(store: BlobStore) -> None:
+    pid = patient()
+    data = health_document(200 * 1024)
+    info = await store.put(pid, data, max_bytes=MiB)
+    # Size and hashes describe the plaintext the vendor sent.
+    assert (info.size, info.sha1) == (len(data), sha1_b64(data))
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    raw = await raw_bytes(store, pid, info.sha256)
+    assert len(raw) == encryption.stored_size(len(data)) == len(data) + 4 * encryption.OVERHEAD
+    assert MARKER not in raw and b"%PDF" not in raw
+    assert await store.read_all(pid, info.sha256) == data
+    # The same document of another patient: their own key, another ciphertext.
+    other = patient()
+    await store.put(other, data, max_bytes=MiB)
+    theirs = await raw_bytes(store, other, info.sha256)
+    assert len(theirs) == len(raw) and theirs[:4096] != raw[:4096]
+
+
+@only_encrypted
+async def test_a_range_reads_only_the_chunks_covering_it(store: BlobStore) -> None:
+    """1 KB of a large document reads one or two 64 KiB chunks, whatever the document's size
+    (11 MiB here: S3 multipart, 11 Postgres rows; the SeaweedFS volumes stay small)."""
+    pid = patient()
+    big = os.urandom(11 * MiB)
+    info = await store.put(pid, stream(big), max_bytes=20 * MiB)
+    asked: list[tuple[int, int]] = []
+    backend_read = store._read
+
+    def recording(row: Any, start: int, end: int) -> AsyncIterator[bytes]:
+        asked.append((start, end))
+        return backend_read(row, start, end)
+
+    store._read = recording  # type: ignore[method-assign]
+    start = 10 * MiB + 65_000  # 1 KB across the boundary of two 64 KiB chunks
+    assert await read(store, pid, info.sha256, start, start + 1024) == big[start : start + 1024]
+    assert [end - begin for begin, end in asked] == [2 * encryption.SEALED_CHUNK_BYTES]
+    asked.clear()
+    assert await read(store, pid, info.sha256, len(big) - 10, None) == big[-10:]
+    assert [end - begin for begin, end in asked] == [encryption.SEALED_CHUNK_BYTES]
+
+
+@only_encrypted
+async def test_tampering_is_detected_never_served(
+    store: BlobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    pid = patient()
+    data = health_document(3 * encryption.CHUNK_BYTES)
+    info = await store.put(pid, data, max_bytes=MiB)
+    sha = info.sha256
+    raw = await raw_bytes(store, pid, sha)
+    chunks = [sealed_chunk(raw, i) for i in range(3)]
+
+    flipped = bytearray(raw)
+    flipped[encryption.SEALED_CHUNK_BYTES + 100] ^= 1  # one bit of the second chunk
+    await overwrite_raw(store, pid, sha, bytes(flipped))
+    assert await read(store, pid, sha, 0, 1000) == data[:1000]  # the first chunk is intact
+    with pytest.raises(ContentTampered) as err:
+        await store.open(pid, sha, encryption.CHUNK_BYTES, encryption.CHUNK_BYTES + 10)
+    assert (err.value.status, err.value.code) == (409, "CONTENT_INTEGRITY_FAILED")
+    with pytest.raises(ContentTampered):  # a whole read stops at the bad chunk
+        await store.read_all(pid, sha)
+    alerts = [r for r in caplog.records if r.name == "espace_api.alert"]
+    assert alerts and all(MARKER.decode() not in r.getMessage() for r in alerts)
+
+    for forged in (
+        chunks[1] + chunks[0] + chunks[2],  # chunks reordered
+        chunks[0] + chunks[2] + chunks[1],
+        chunks[0] + chunks[1] + chunks[1],  # a chunk repeated in place of the last
+    ):
+        await overwrite_raw(store, pid, sha, forged)
+        with pytest.raises(ContentTampered):
+            await store.read_all(pid, sha)
+    for cut in (chunks[0] + chunks[1], chunks[0] + chunks[1] + chunks[2][:-1]):
+        await overwrite_raw(store, pid, sha, cut)  # truncated: refused, as missing or forged
+        with pytest.raises((ContentTampered, BlobNotFound)):
+            await store.read_all(pid, sha)
+    # Another blob's chunk put in place of this one's: bound to its blob, refused.
+    other = await store.put(pid, data[:-1] + b"!", max_bytes=MiB)  # same size
+    await overwrite_raw(store, pid, sha, await raw_bytes(store, pid, other.sha256))
+    with pytest.raises(ContentTampered):
+        await store.open(pid, sha, 0, 10)
+
+
+@only_encrypted
+async def test_purge_destroys_the_key_and_every_copy_is_unreadable(store: BlobStore) -> None:
+    pid = patient()
+    data = health_document(100 * 1024)
+    info = await store.put(pid, data, max_bytes=MiB)
+    backup = await raw_bytes(store, pid, info.sha256)  # a copy taken before the purge
+    async with store.engine.connect() as conn:
+        wrapped = await key_repo.current_key(conn, pid)
+    assert wrapped is not None and wrapped.wrapped_key is not None
+    async with store.engine.begin() as conn:
+        assert await key_repo.destroy_keys(conn, pid) == 1
+
+    with pytest.raises(ContentErased) as err:
+        await store.open(pid, info.sha256)
+    assert err.value.status == 404
+    async with store.engine.connect() as conn:
+        assert await key_repo.current_key(conn, pid) is None
+        rows = (await conn.execute(select(key_repo.data_keys))).mappings().all()
+    assert [
+        (r["wrapped_key"], r["destroyed_at"] is not None) for r in rows if r["patient_id"] == pid
+    ] == [(None, True)]
+    # The copy holds no plaintext, and no key that is left opens it: not the KEK, not the
+    # key that was wrapped by it (nothing stored can unwrap it any more).
+    assert MARKER not in backup and b"%PDF" not in backup
+    first = sealed_chunk(backup, 0)
+    for candidate in (KEK, hashlib.sha256(KEK).digest()):
+        with pytest.raises(InvalidTag):
+            AESGCM(candidate).decrypt(first[:12], first[12:], None)
+    # Content deposited afterwards gets a new key and is readable again.
+    again = await store.put(pid, data, max_bytes=MiB)
+    assert not again.created
+    assert await store.read_all(pid, info.sha256) == data
+    assert await raw_bytes(store, pid, info.sha256) != backup
+
+
+@only_encrypted
+async def test_kek_rotation_rewraps_keys_without_touching_blobs(
+    store: BlobStore, engine: AsyncEngine
+) -> None:
+    pids = [patient() for _ in range(5)]
+    infos = [
+        await store.put(pid, health_document(70_000 + i), max_bytes=MiB)
+        for i, pid in enumerate(pids)
+    ]
+    before = [
+        await raw_bytes(store, pid, info.sha256) for pid, info in zip(pids, infos, strict=True)
+    ]
+    new_kek = os.urandom(32)
+    rotating = data_keys(engine, new_kek, KEK)
+    result = await rotating.rotate(batch=2)  # several batches, each committed
+    assert (result.rewrapped, result.failed) == (5, 0)
+    assert result.remaining == {kek_id_of(new_kek): 5}
+    again = await rotating.rotate(batch=2)
+    assert (again.rewrapped, again.failed) == (0, 0)  # idempotent
+    # The old KEK is retired: a store with only the new one reads everything.
+    store.keys = data_keys(engine, new_kek)
+    for pid, info in zip(pids, infos, strict=True):
+        assert await store.read_all(pid, info.sha256) == health_document(info.size)
+    after = [
+        await raw_bytes(store, pid, info.sha256) for pid, info in zip(pids, infos, strict=True)
+    ]
+    assert after == before
+    # Without the KEK (a wrong one configured, or none): 503, nothing served.
+    for keys in (data_keys(engine, os.urandom(32)), None):
+        store.keys = keys
+        with pytest.raises(FhirError) as err:
+            await store.open(pids[0], infos[0].sha256)
+        assert (err.value.status, err.value.code) == (503, "CONTENT_KEY_UNAVAILABLE")
+    # A key whose KEK is not configured is reported, not lost.
+    lost = os.urandom(32)
+    stray = patient()
+    await data_keys(engine, lost).current(stray)
+    partial = await data_keys(engine, new_kek).rotate()
+    assert (partial.rewrapped, partial.failed) == (0, 1)
+
+
+async def test_rotate_kek_command(engine: AsyncEngine) -> None:
+    """`espace-api rotate-kek` against a database: re-wraps, then finds nothing more to do."""
+    old, new = os.urandom(32), os.urandom(32)
+    for _ in range(3):
+        await data_keys(engine, old).current(patient())
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    keks = ",".join(base64.b64encode(k).decode() for k in (new, old))
+    env = {**os.environ, "DATABASE_URL": url, "ENCRYPTION_KEK": keks}
+    cli = [str(Path(sys.executable).parent / "espace-api"), "rotate-kek", "--batch", "2"]
+
+    def run() -> dict[str, Any]:
+        done = subprocess.run(cli, env=env, capture_output=True, check=True, timeout=120)
+        return json.loads(done.stdout)
+
+    first = await asyncio.to_thread(run)
+    assert (first["rewrapped"], first["failed"]) == (3, 0)
+    assert first["remaining"] == {kek_id_of(new): 3} and first["current_kek"] == kek_id_of(new)
+    assert (await asyncio.to_thread(run))["rewrapped"] == 0

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from espace_api.lifecycle.cli import register_cli as register_lifecycle
 
     register_lifecycle(sub)
+    from espace_api.blobs.cli import register_cli as register_encryption
+
+    register_encryption(sub)
     return parser
 
 

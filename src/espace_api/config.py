@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -112,6 +112,22 @@ class Settings(BaseSettings):
         description="an unreferenced blob younger than this is kept (upload-to-commit window)",
     )
     blob_sweep_interval_seconds: int = Field(default=3600, description="sweeper period")
+    # Content encryption (issue 18, docs/encryption.md).
+    encryption_enabled: bool = Field(
+        default=True,
+        description="encrypt new document content (AES-256-GCM, per-patient data keys); "
+        "false stores new content in clear",
+    )
+    encryption_kek: SecretStr | None = Field(
+        default=None,
+        description="key-encryption key(s): base64 of 32 random bytes, comma-separated, the "
+        "current one first, previous ones until `espace-api rotate-kek` has run",
+    )
+    encryption_kek_file: str | None = Field(
+        default=None,
+        description="file holding the KEK(s), one per line (when ENCRYPTION_KEK is unset); "
+        "neither set: a development KEK is generated under DATA_DIR with a warning",
+    )
     allowed_content_types: str = (
         "application/pdf,text/plain,image/jpeg,image/png,application/xml,application/fhir+json"
     )

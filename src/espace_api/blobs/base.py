@@ -8,12 +8,21 @@ points at the blob) and is what the sweeper scans. The bytes themselves live in 
 (`blob_chunks`), a directory or an S3 bucket.
 
 Write path: the upload is streamed into a spool (memory up to 1 MiB, then a temp file) and
-hashed on the way; past `max_bytes` it is dropped and `BlobTooLarge` is raised. Then the
-catalogue row is upserted (its `touched_at` set to now, so that the sweeper leaves it alone
-for a grace period), then the bytes are put in place. Only after `put` returns does the
-caller commit the metadata and its `blob_refs` rows, in one transaction.
+hashed on the way; past `max_bytes` it is dropped and `BlobTooLarge` is raised. With a
+`DataKeys` (encryption on, the default configuration), the spooled plaintext is then
+encrypted under the patient's data key into a second spool (`encryption.py`: AES-256-GCM in
+64 KiB chunks): backends only ever see ciphertext. Then the catalogue row is upserted (its
+`touched_at` set to now, so that the sweeper leaves it alone for a grace period; its
+`key_generation` names the data key), then the bytes are put in place. Only after `put`
+returns does the caller commit the metadata and its `blob_refs` rows, in one transaction.
+
+Size, SHA-1 and SHA-256 (the key, hence deduplication within a patient) always describe the
+plaintext. Read path: a plaintext range is mapped to the stored chunks covering it; only
+those are read and decrypted (`open` decrypts the first before returning, so a blob that
+fails its tag is refused before a response starts).
 """
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -25,14 +34,20 @@ from typing import IO
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from espace_api.blobs import encryption
+from espace_api.blobs.keys import DataKey, DataKeys
+from espace_api.blobs.kms import KeyUnavailable
 from espace_api.clock import Clock
 from espace_api.fhir.errors import FhirError
 from espace_api.storage import blob_repository as repo
 from espace_api.storage.blob_repository import BlobInfo as BlobInfo
 from espace_api.storage.blob_repository import BlobKey as BlobKey
+from espace_api.storage.data_key_repository import WrappedKey
 
 SPOOL_MEMORY_BYTES = 1024 * 1024
 READ_BLOCK_BYTES = 256 * 1024
+INLINE_CRYPTO_BYTES = 1024 * 1024
+"""Content up to this size is encrypted on the event loop; larger, in a worker thread."""
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # FHIR ids: [A-Za-z0-9\-\.]{1,64}; "." and ".." are refused so that ids are safe as path parts.
@@ -121,6 +136,7 @@ class Spool:
         self.file = file
         self.max_bytes = max_bytes
         self.size = 0
+        self.hashed = True
         self._sha256 = hashlib.sha256()
         self._sha1 = hashlib.sha1(usedforsecurity=False)  # FHIR Attachment.hash
 
@@ -131,8 +147,9 @@ class Spool:
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise BlobTooLarge(self.max_bytes)
-        self._sha256.update(chunk)
-        self._sha1.update(chunk)
+        if self.hashed:
+            self._sha256.update(chunk)
+            self._sha1.update(chunk)
         self.file.write(chunk)
 
     def info(self, created: bool = False) -> BlobInfo:
@@ -181,14 +198,22 @@ class BlobStore(ABC):
     """Document bytes per patient, keyed by SHA-256, with a catalogue row in Postgres.
 
     Subclasses store the bytes (`_write`, `_read`, `_remove`, `_present`); this class keeps
-    the catalogue, ranges and the key rules. Ranges are `[start, end)` byte offsets.
+    the catalogue, ranges, the key rules and encryption (with `keys`; None stores new bytes
+    in clear and cannot read encrypted ones). Ranges are `[start, end)` byte offsets of the
+    plaintext; backends see offsets of the stored bytes.
     """
 
     backend: str = ""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock | None = None, keys: DataKeys | None = None
+    ) -> None:
         self.engine = engine
         self.clock = clock or Clock()
+        self.keys = keys
+        self.encrypt = keys is not None
+        """Whether new content is encrypted (False: stored in clear; `keys` still read what
+        was encrypted before)."""
 
     # -- public contract -------------------------------------------------------------------
 
@@ -200,22 +225,42 @@ class BlobStore(ABC):
         grace period, so that the sweeper cannot remove it before the caller's metadata commits.
         """
         check_key(patient_id)
-        spool = self._new_spool(max_bytes)
+        if self.keys is None or not self.encrypt:
+            spool = self._new_spool(max_bytes)
+            try:
+                await fill_spool(spool, data)
+                info = spool.info()
+                created = await self._store(BlobKey(patient_id, info.sha256), info, spool, None)
+                return BlobInfo(info.sha256, info.sha1, info.size, created)
+            finally:
+                await self._discard_spool(spool)
+        plain = memory_spool(max_bytes)  # plaintext never reaches the backend's disk
         try:
-            await fill_spool(spool, data)
-            info = spool.info()
-            key = BlobKey(patient_id, info.sha256)
-            created = await self._store(key, info, spool)
+            await fill_spool(plain, data)
+            info = plain.info()
+            data_key = await self.keys.current(patient_id)
+            sealed = self._new_spool(encryption.stored_size(info.size))
+            try:
+                sealed.hashed = False
+                plain.rewind()
+                await _encrypt(data_key, info, plain, sealed)
+                plain.close()
+                key = BlobKey(patient_id, info.sha256)
+                created = await self._store(key, info, sealed, data_key.generation)
+            finally:
+                await self._discard_spool(sealed)
             return BlobInfo(info.sha256, info.sha1, info.size, created)
         finally:
-            await self._discard_spool(spool)
+            plain.close()
 
     async def open(
         self, patient_id: str, sha256: str, start: int | None = None, end: int | None = None
     ) -> AsyncIterator[bytes]:
         """The blob's bytes in `[start, end)` as an async iterator of chunks.
 
-        Checks happen here, before the first chunk: `BlobNotFound`, `RangeNotSatisfiable`.
+        Checks happen here, before the first chunk: `BlobNotFound`, `RangeNotSatisfiable`,
+        `ContentErased` (data key destroyed), `ContentTampered` (first chunk fails its tag;
+        a later chunk that fails raises it from the iterator: the response is cut short).
         """
         check_key(patient_id, sha256)
         key = BlobKey(patient_id, sha256)
@@ -224,7 +269,40 @@ class BlobStore(ABC):
         if row is None:
             raise BlobNotFound()
         lo, hi = resolve_range(row.size, start, end)
-        return self._read(row, lo, hi)
+        wrapped = row.data_key
+        if wrapped is None:
+            return self._read(row, lo, hi)
+        if lo >= hi:
+            return _empty()
+        data_key = await self._data_key(wrapped)
+        _, s_lo, s_hi = encryption.stored_range(lo, hi, row.size)
+        plain = encryption.decrypt_range(
+            data_key.aead, patient_id, sha256, row.size, lo, hi, self._read(row, s_lo, s_hi)
+        )
+        first = await anext(plain)  # fail before the caller starts a response
+        return _prepend(first, plain)
+
+    async def _data_key(self, wrapped: WrappedKey) -> DataKey:
+        """The usable data key of an encrypted blob; 503 when no KEK can unwrap it (KMS down,
+        KEK missing from the configuration: an operator's problem, logged, nothing served)."""
+        try:
+            if self.keys is None:
+                raise KeyUnavailable("no KEK is configured (ENCRYPTION_KEK)")
+            return await self.keys.unwrap(wrapped)
+        except KeyUnavailable as exc:
+            encryption.alerts.error(
+                "content key unavailable: patient %s key %d: %s",
+                wrapped.patient_id,
+                wrapped.generation,
+                exc,
+                extra={"event": "content_key_unavailable"},
+            )
+            raise FhirError(
+                503,
+                "CONTENT_KEY_UNAVAILABLE",
+                "Document content cannot be decrypted now (key service unavailable)",
+                issue_type="transient",
+            ) from None
 
     async def read_all(self, patient_id: str, sha256: str) -> bytes:
         """The whole blob in memory (small blobs, tests)."""
@@ -288,28 +366,39 @@ class BlobStore(ABC):
     async def _discard_spool(self, spool: Spool) -> None:
         spool.close()
 
-    async def _store(self, key: BlobKey, info: BlobInfo, spool: Spool) -> bool:
+    async def _store(
+        self, key: BlobKey, info: BlobInfo, spool: Spool, generation: int | None
+    ) -> bool:
         """Catalogue the blob (renewing its grace period), then put its bytes in place.
 
-        Returns True when the patient did not have these bytes yet. Backends whose bytes
-        live outside Postgres use this; the Postgres backend writes both in one transaction.
+        `spool` holds the bytes to store (ciphertext under data key `generation`, or the
+        plaintext when None). Returns True when the patient did not have these bytes yet.
+        Backends whose bytes live outside Postgres use this; the Postgres backend writes both
+        in one transaction.
         """
         async with self.engine.begin() as conn:
-            inserted = await repo.claim_blob(conn, key, info, self.backend, self.clock.now())
-        # A row that existed may have lost its bytes (a put that died after claiming):
-        # write them again if they are not there. New rows never have bytes yet.
-        if inserted or not await self._present(key):
+            claim = await repo.claim_blob(
+                conn, key, info, self.backend, self.clock.now(), key_generation=generation
+            )
+        # A row that existed may have lost its bytes (a put that died after claiming), or
+        # hold them under a destroyed key (or in clear): write them again. New rows never
+        # have bytes yet.
+        rekeyed = not claim.inserted and claim.key_generation != generation
+        if claim.inserted or rekeyed or not await self._present(key):
             spool.rewind()
-            await self._write(key, info, spool)
-        return inserted
+            await self._write(key, spool)
+            if rekeyed:
+                async with self.engine.begin() as conn:
+                    await repo.set_key_generation(conn, key, generation)
+        return claim.inserted
 
     @abstractmethod
-    async def _write(self, key: BlobKey, info: BlobInfo, spool: Spool) -> None:
-        """Put the spooled bytes (rewound) in place under `key`, atomically."""
+    async def _write(self, key: BlobKey, spool: Spool) -> None:
+        """Put the spooled bytes (rewound; `spool.size` of them) under `key`, atomically."""
 
     @abstractmethod
     def _read(self, row: repo.BlobRow, start: int, end: int) -> AsyncIterator[bytes]:
-        """Yield bytes `[start, end)` of the catalogued blob (bounds already checked)."""
+        """Yield stored bytes `[start, end)` of the catalogued blob (bounds already checked)."""
 
     @abstractmethod
     async def _remove(self, key: BlobKey) -> None:
@@ -318,3 +407,28 @@ class BlobStore(ABC):
     @abstractmethod
     async def _present(self, key: BlobKey) -> bool:
         """Whether bytes are stored under `key`."""
+
+
+async def _encrypt(data_key: DataKey, info: BlobInfo, plain: Spool, sealed: Spool) -> None:
+    """Seal the plaintext spool into `sealed` (in a thread when large)."""
+
+    def run() -> None:
+        encryption.encrypt(
+            data_key.aead, data_key.patient_id, info.sha256, info.size, plain, sealed
+        )
+
+    if info.size > INLINE_CRYPTO_BYTES:
+        await asyncio.to_thread(run)
+    else:
+        run()
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for piece in rest:
+        yield piece

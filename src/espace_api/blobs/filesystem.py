@@ -16,12 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from espace_api.blobs.base import (
     READ_BLOCK_BYTES,
-    BlobInfo,
     BlobKey,
     BlobNotFound,
     BlobStore,
     Spool,
 )
+from espace_api.blobs.keys import DataKeys
 from espace_api.clock import Clock
 from espace_api.storage import blob_repository as repo
 
@@ -83,9 +83,13 @@ class FilesystemBlobStore(BlobStore):
     backend = "filesystem"
 
     def __init__(
-        self, engine: AsyncEngine, root: str | os.PathLike[str], clock: Clock | None = None
+        self,
+        engine: AsyncEngine,
+        root: str | os.PathLike[str],
+        clock: Clock | None = None,
+        keys: DataKeys | None = None,
     ):
-        super().__init__(engine, clock)
+        super().__init__(engine, clock, keys)
         self.root = Path(root).resolve()
         self.tmp_dir = self.root / ".tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +105,7 @@ class FilesystemBlobStore(BlobStore):
         assert isinstance(spool, _FileSpool)
         await asyncio.to_thread(_discard, spool)
 
-    async def _write(self, key: BlobKey, info: BlobInfo, spool: Spool) -> None:
+    async def _write(self, key: BlobKey, spool: Spool) -> None:
         assert isinstance(spool, _FileSpool)
         await asyncio.to_thread(_commit_file, spool, self.path(key))
 

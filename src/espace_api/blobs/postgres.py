@@ -21,20 +21,35 @@ class PostgresBlobStore(BlobStore):
     backend = "postgres"
     chunk_bytes = CHUNK_BYTES
 
-    async def _store(self, key: BlobKey, info: BlobInfo, spool: Spool) -> bool:
+    async def _store(
+        self, key: BlobKey, info: BlobInfo, spool: Spool, generation: int | None
+    ) -> bool:
         async with self.engine.begin() as conn:
-            inserted = await repo.claim_blob(
-                conn, key, info, self.backend, self.clock.now(), chunk_size=self.chunk_bytes
+            claim = await repo.claim_blob(
+                conn,
+                key,
+                info,
+                self.backend,
+                self.clock.now(),
+                chunk_size=self.chunk_bytes,
+                key_generation=generation,
             )
-            if inserted or (info.size and not await repo.chunks_present(conn, key)):
+            rekeyed = not claim.inserted and claim.key_generation != generation
+            if rekeyed:  # stored in clear or under a destroyed key: store them anew
+                await repo.delete_chunks(conn, key)
+                await repo.set_key_generation(conn, key, generation)
+            write = claim.inserted or rekeyed
+            if not write and info.size:  # a put that died after claiming left no chunks
+                write = not await repo.chunks_present(conn, key)
+            if write:
                 spool.rewind()
                 seq = 0
                 while chunk := spool.read(self.chunk_bytes):
                     await repo.insert_chunk(conn, key, seq, chunk)
                     seq += 1
-        return inserted
+        return claim.inserted
 
-    async def _write(self, key: BlobKey, info: BlobInfo, spool: Spool) -> None:
+    async def _write(self, key: BlobKey, spool: Spool) -> None:
         raise NotImplementedError  # _store writes the chunks in the catalogue's transaction
 
     async def _read(self, row: repo.BlobRow, start: int, end: int) -> AsyncIterator[bytes]:

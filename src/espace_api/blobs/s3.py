@@ -19,12 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from espace_api.blobs.base import (
     READ_BLOCK_BYTES,
-    BlobInfo,
     BlobKey,
     BlobNotFound,
     BlobStore,
     Spool,
 )
+from espace_api.blobs.keys import DataKeys
 from espace_api.clock import Clock
 from espace_api.storage import blob_repository as repo
 
@@ -65,8 +65,9 @@ class S3BlobStore(BlobStore):
         prefix: str = "",
         clock: Clock | None = None,
         part_bytes: int = PART_BYTES,
+        keys: DataKeys | None = None,
     ) -> None:
-        super().__init__(engine, clock)
+        super().__init__(engine, clock, keys)
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
@@ -86,6 +87,7 @@ class S3BlobStore(BlobStore):
         prefix: str = "",
         clock: Clock | None = None,
         create_bucket: bool = False,
+        keys: DataKeys | None = None,
     ) -> "S3BlobStore":
         """Open an S3 client (aiobotocore) for the bucket; optionally create the bucket."""
         from aiobotocore.config import AioConfig
@@ -110,7 +112,7 @@ class S3BlobStore(BlobStore):
                 config=config,
             )
         )
-        store = cls(engine, client, bucket, prefix=prefix, clock=clock)
+        store = cls(engine, client, bucket, prefix=prefix, clock=clock, keys=keys)
         store._stack = stack
         if create_bucket:
             await store.ensure_bucket()
@@ -134,15 +136,15 @@ class S3BlobStore(BlobStore):
         """The object name of a blob."""
         return f"{self.prefix}{key.patient_id}/{key.sha256}"
 
-    async def _write(self, key: BlobKey, info: BlobInfo, spool: Spool) -> None:
+    async def _write(self, key: BlobKey, spool: Spool) -> None:
         name = self.object_key(key)
-        if info.size <= self.part_bytes:
-            body = await asyncio.to_thread(spool.read, info.size)
+        if spool.size <= self.part_bytes:
+            body = await asyncio.to_thread(spool.read, spool.size)
             await self.client.put_object(
                 Bucket=self.bucket,
                 Key=name,
                 Body=body,
-                ContentLength=info.size,
+                ContentLength=spool.size,
                 ContentMD5=_md5_b64(body),
             )
             return

@@ -7,6 +7,8 @@ Tables (migration 0003), all keyed by patient first (principle 1; co-locatable o
   every `put` of the same bytes; the sweeper's grace period counts from it).
 - `blob_chunks(patient_id, sha256, seq)`: the bytes for the Postgres backend, in 1 MiB
   rows (column stored EXTERNAL: uncompressed, so `substring` reads only the slice asked).
+  `key_generation` (migration 18_1): the patient's data key (`data_keys`) the stored bytes
+  are encrypted with; NULL for bytes stored in clear (encryption off, or before 18_1).
   Deleted with their `blobs` row (ON DELETE CASCADE).
 - `blob_refs(patient_id, resource_type, resource_id, version_id, sha256)`: which committed
   resource version points at which blob. Written by the resource service in the same
@@ -39,9 +41,12 @@ from sqlalchemy import (
     func,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from espace_api.storage.data_key_repository import WrappedKey, data_keys
 
 
 class BlobKey(NamedTuple):
@@ -77,6 +82,7 @@ blobs = Table(
     Column("chunk_size", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("touched_at", DateTime(timezone=True), nullable=False),
+    Column("key_generation", Integer, nullable=True),
     Index("ix_blobs_touched", "touched_at"),
 )
 
@@ -119,6 +125,26 @@ class BlobRow:
     chunk_size: int | None
     created_at: datetime
     touched_at: datetime
+    key_generation: int | None = None
+    """The data key the stored bytes are encrypted with (None: stored in clear)."""
+    kek_id: str | None = None
+    wrapped_key: bytes | None = None
+    """That data key, wrapped (None in clear or once destroyed by a purge)."""
+
+    @property
+    def data_key(self) -> WrappedKey | None:
+        """The wrapped data key of an encrypted blob (None for bytes stored in clear)."""
+        if self.key_generation is None:
+            return None
+        return WrappedKey(self.patient_id, self.key_generation, self.kek_id or "", self.wrapped_key)
+
+
+class Claim(NamedTuple):
+    """What `claim_blob` found."""
+
+    inserted: bool
+    key_generation: int | None
+    """The data key of the bytes already stored (when not inserted)."""
 
 
 def _key_filter(table: Table, key: BlobKey):  # type: ignore[no-untyped-def]
@@ -132,8 +158,9 @@ async def claim_blob(
     backend: str,
     now: datetime,
     chunk_size: int | None = None,
-) -> bool:
-    """Insert the catalogue row, or renew `touched_at` if it exists. True when inserted.
+    key_generation: int | None = None,
+) -> Claim:
+    """Insert the catalogue row, or renew `touched_at` if it exists.
 
     Renewing takes the row lock, so a sweeper that already locked the row for deletion
     finishes first; the row is then inserted afresh.
@@ -147,18 +174,42 @@ async def claim_blob(
         chunk_size=chunk_size,
         created_at=now,
         touched_at=now,
+        key_generation=key_generation,
     )
     stmt = values.on_conflict_do_update(
         index_elements=[blobs.c.patient_id, blobs.c.sha256],
         set_={"touched_at": func.greatest(blobs.c.touched_at, values.excluded.touched_at)},
-    ).returning(text("(xmax = 0) AS inserted"))
-    return bool((await conn.execute(stmt)).scalar_one())
+    ).returning(text("(xmax = 0) AS inserted"), blobs.c.key_generation)
+    row = (await conn.execute(stmt)).one()
+    return Claim(bool(row[0]), row[1])
+
+
+async def set_key_generation(conn: AsyncConnection, key: BlobKey, generation: int | None) -> None:
+    """Record that the blob's bytes were stored again, under data key `generation`."""
+    await conn.execute(
+        update(blobs).where(_key_filter(blobs, key)).values(key_generation=generation)
+    )
 
 
 async def get_blob(conn: AsyncConnection, key: BlobKey) -> BlobRow | None:
-    """The catalogue row of a blob, or None."""
-    row = (await conn.execute(select(blobs).where(_key_filter(blobs, key)))).first()
-    return BlobRow(**row._mapping) if row else None
+    """The catalogue row of a blob with its wrapped data key (one query), or None."""
+    dk = data_keys
+    joined = blobs.outerjoin(
+        dk,
+        and_(dk.c.patient_id == blobs.c.patient_id, dk.c.generation == blobs.c.key_generation),
+    )
+    stmt = (
+        select(blobs, dk.c.kek_id, dk.c.wrapped_key)
+        .select_from(joined)
+        .where(_key_filter(blobs, key))
+    )
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        return None
+    m = dict(row._mapping)
+    if m["wrapped_key"] is not None:
+        m["wrapped_key"] = bytes(m["wrapped_key"])
+    return BlobRow(**m)
 
 
 async def lock_blob(conn: AsyncConnection, key: BlobKey) -> bool:
@@ -179,6 +230,11 @@ async def insert_chunk(conn: AsyncConnection, key: BlobKey, seq: int, data: byte
             patient_id=key.patient_id, sha256=key.sha256, seq=seq, data=data
         )
     )
+
+
+async def delete_chunks(conn: AsyncConnection, key: BlobKey) -> None:
+    """Drop a Postgres-held blob's chunks (before storing its bytes again)."""
+    await conn.execute(delete(blob_chunks).where(_key_filter(blob_chunks, key)))
 
 
 async def read_chunk_slice(

@@ -22,6 +22,7 @@ from espace_api.db.schema import (
 )
 from espace_api.lifecycle.state import Space
 from espace_api.storage.blob_repository import blob_refs
+from espace_api.storage.data_key_repository import destroy_keys
 from espace_api.storage.repository import SEARCH_INDEX_TABLES
 
 # The row's columns besides the key, state and updated_at: the Space's own fields.
@@ -85,7 +86,10 @@ PATIENT_TABLES: tuple[Table, ...] = (
 async def purge_content(conn: AsyncConnection, patient_id: str, *, keep_patient: bool) -> int:
     """Delete a patient's data from every table (resources, versions, indexes, rules, content
     links); with `keep_patient`, the Patient resource and the space stay. Returns how many
-    resources were deleted. Blobs left without references go with the sweeper."""
+    resources were deleted. The patient's data keys are destroyed (crypto-shredding: every
+    copy of their content, in any backend or backup, is unreadable from this commit on);
+    blobs left without references go with the sweeper. Content deposited afterwards (a
+    space kept with `keep_patient`) is encrypted under a new key."""
     keep = resources.c.resource_type != "Patient" if keep_patient else None
     for table in PATIENT_TABLES:
         stmt = delete(table).where(table.c.patient_id == patient_id)
@@ -99,6 +103,7 @@ async def purge_content(conn: AsyncConnection, patient_id: str, *, keep_patient:
         current = current.where(keep)
     await conn.execute(versions)
     count = (await conn.execute(current)).rowcount
+    await destroy_keys(conn, patient_id)
     if not keep_patient:
         await conn.execute(delete(patient_spaces).where(patient_spaces.c.patient_id == patient_id))
         await conn.execute(delete(patient_ins).where(patient_ins.c.patient_id == patient_id))
