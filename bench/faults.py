@@ -69,6 +69,8 @@ class Deposit:
     sha1: str
     attempts: list[Attempt] = field(default_factory=list)
     doc_id: str | None = None
+    verified: bool = False  # read back intact over HTTP
+    extra_binary: str | None = None  # the Binary a replayed retry wrote beside the document
 
     @property
     def accepted(self) -> bool:
@@ -117,7 +119,9 @@ class Load:
         else:
             attempt = Attempt(r.status_code, started, self.now(), _answer(r))
             if r.status_code == 200:  # the transaction-response: the document's own status
-                d.doc_id, attempt.status = _document_entry(r.json())
+                d.doc_id, attempt.status, binary = _entries(r.json())
+                if attempt.status == 200:
+                    d.extra_binary = binary
         d.attempts.append(attempt)
         return attempt
 
@@ -125,7 +129,7 @@ class Load:
         while not self.stopped.is_set():
             attempt = await self.send(client, self.new(vendor))
             if attempt.status == 0:
-                await asyncio.sleep(0.05)  # server down: do not spin
+                await asyncio.sleep(0.5)  # server down: a vendor waits before the next
 
     async def during(self, fault: Callable[[], Awaitable[None]], before: float) -> None:
         """Deposit for `before` s, run `fault` (it returns once the service should be
@@ -170,15 +174,18 @@ def _answer(r: httpx.Response) -> str:
     return str(code)
 
 
-def _document_entry(bundle: dict) -> tuple[str | None, int]:
-    """The DocumentReference's id and status in a transaction-response (201 created, 200
-    an earlier deposit of the same masterIdentifier and content)."""
+def _entries(bundle: dict) -> tuple[str | None, int, str | None]:
+    """From a transaction-response: the DocumentReference's id and status (201 created, 200
+    an earlier deposit of the same masterIdentifier and content) and the Binary's id."""
+    found: dict[str, tuple[str, int]] = {}
     for entry in bundle.get("entry") or []:
         response = entry.get("response") or {}
-        _, found, rest = (response.get("location") or "").partition("DocumentReference/")
-        if found:
-            return rest.split("/")[0], int(response["status"].split()[0])
-    return None, 0
+        for rtype in ("DocumentReference", "Binary"):
+            _, hit, rest = (response.get("location") or "").partition(f"{rtype}/")
+            if hit:
+                found[rtype] = rest.split("/")[0], int(response["status"].split()[0])
+    doc_id, status = found.get("DocumentReference", (None, 0))
+    return doc_id, status, found.get("Binary", (None, 0))[0]
 
 
 @dataclass

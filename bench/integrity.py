@@ -85,10 +85,15 @@ async def stored(url: str) -> Stored:
 
 
 async def fetched_intact(base: str, deposits: list["Deposit"], readers: dict[str, str]) -> int:
-    """How many accepted deposits read back over HTTP with the deposited bytes."""
+    """How many accepted deposits read back over HTTP with the deposited bytes (each is
+    fetched once: `verified` marks those read back intact)."""
     sem = asyncio.Semaphore(8)
 
     async def one(client: httpx.AsyncClient, d: "Deposit") -> bool:
+        d.verified = d.verified or await fetch(client, d)
+        return d.verified
+
+    async def fetch(client: httpx.AsyncClient, d: "Deposit") -> bool:
         headers = {"Authorization": f"Bearer {readers[d.pid]}"}
         async with sem:
             doc = await client.get(f"/DocumentReference/{d.doc_id}", headers=headers)
@@ -120,6 +125,8 @@ async def check(
     half = len(refused) - len(absent) - len(whole)
     referenced = {b for ids in db.by_master.values() for b in ids}
     lonely = db.binaries - referenced
+    replayed = {d.extra_binary for d in deposits if d.extra_binary} & lonely
+    lonely -= replayed
     missing = referenced - db.whole
     duplicated = [m for m, ids in db.by_master.items() if len(ids) > 1]
     intact = await fetched_intact(base, accepted, readers)
@@ -134,6 +141,13 @@ async def check(
         f"{len(lonely)} without a DocumentReference), {db.unreferenced_blobs} unreferenced "
         "blobs (swept after the grace period)",
     ]
+    if replayed:
+        out.lines.append(
+            f"    replayed retries     {len(replayed)} wrote a Binary beside the existing "
+            "document (the transaction creates the Binary entry although its "
+            "DocumentReference replays): no DocumentReference points at it"
+        )
+        out.failures.append(f"{len(replayed)} Binary resources duplicated by replayed retries")
     if intact != len(accepted) or broken:
         out.failures.append(f"{len(accepted) - intact} accepted deposits not intact")
     if half or missing or lonely:
