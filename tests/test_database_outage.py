@@ -18,7 +18,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from espace_api.api.limits import Deadline
 from espace_api.config import Settings
+from espace_api.db import availability
 from espace_api.db.engine import make_engine
 from espace_api.main import create_app
 from tests.conftest import BASE
@@ -114,3 +116,39 @@ async def test_connections_closed_by_the_server_are_replaced_without_an_error(
         for path in (f"/Patient/{pid}", "/readyz"):
             answers = await asyncio.gather(*(client.get(path, headers=reader) for _ in range(8)))
             assert {r.status_code for r in answers} == {200}, [r.text for r in answers]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ConnectionRefusedError(111, "refused"), True),  # nothing listens (restart)
+        (TimeoutError(), True),  # connect timed out (DB_CONNECT_TIMEOUT_SECONDS)
+        (asyncpg.CannotConnectNowError("the database system is starting up"), True),
+        (asyncpg.AdminShutdownError("terminating connection"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), True),
+        (asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"), True),
+        (asyncpg.UniqueViolationError("duplicate key"), False),  # a conflict, not an outage
+        (asyncpg.InterfaceError("another operation is in progress"), False),  # a bug
+        (ValueError("bad"), False),
+    ],
+)
+def test_which_errors_mean_the_database_is_unreachable(error, expected):
+    assert availability.unavailable(error) is expected
+    wrapped = RuntimeError("while depositing")
+    wrapped.__cause__ = error
+    assert availability.unavailable(wrapped) is expected
+
+
+async def test_the_deadline_answers_only_its_own_timeouts():
+    """A TimeoutError from inside (a database connect) is not a REQUEST_TIMEOUT: it goes on
+    to the error mapping (503 DATABASE_UNAVAILABLE)."""
+
+    async def connect_times_out(scope, receive, send):
+        raise TimeoutError
+
+    async def nothing(message):
+        raise AssertionError("the deadline must not answer")
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+    with pytest.raises(TimeoutError):
+        await Deadline(connect_times_out, seconds=5)(scope, None, nothing)
