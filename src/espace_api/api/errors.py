@@ -104,7 +104,13 @@ def _unavailable(exc: BaseException) -> Response:
     """503 `DATABASE_UNAVAILABLE` with Retry-After: the database cannot be reached now
     (restart, failover, network); the client retries (an ITI-65 deposit is idempotent on
     its masterIdentifier)."""
-    log.warning("database unavailable: %s", type(exc).__name__)
+    cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+    log.warning(
+        "database unavailable: %s (%s, sqlstate %s)",
+        type(exc).__name__,
+        type(cause).__name__,
+        getattr(cause, "sqlstate", None),
+    )
     outcome = operation_outcome(
         "transient", "The database cannot be reached for a moment: retry", "DATABASE_UNAVAILABLE"
     )
