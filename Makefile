@@ -48,9 +48,16 @@ bench: install ## load benchmark: req/s and p50/p95/p99 (wrk from Debian when mi
 		echo "wrk could not be installed: the wrk scenarios will stop"; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-soak: install ## mixed workload for 5 minutes (wrk, 50 connections): throughput, errors, RSS
+# SOAK_SCENARIOS=faults runs only the fault proofs (bench/faults.py; FAULT_ARGS="--scenarios kill").
+SOAK_SCENARIOS ?= mixed,faults
+soak: install ## mixed workload for 5 minutes (wrk, 50 connections), then Postgres restart and kill -9 during deposits
+ifneq (,$(findstring mixed,$(SOAK_SCENARIOS)))
 	@command -v wrk >/dev/null || $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y wrk >/dev/null
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+endif
+ifneq (,$(findstring faults,$(SOAK_SCENARIOS)))
+	$(BIN)/python -m bench.faults $(FAULT_ARGS)
+endif
 
 sweep: install ## delete document content no committed metadata references (after the grace period)
 	$(BIN)/espace-api sweep-blobs

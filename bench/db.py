@@ -20,7 +20,11 @@ def server_url() -> str:
 
 def database(name: str) -> str:
     """URL of database `name` on the bench server, created if missing and migrated."""
-    server = server_url()
+    return database_on(server_url(), name)
+
+
+def database_on(server: str, name: str) -> str:
+    """URL of database `name` on `server`, created if missing and migrated."""
     admin = make_url(server).set(drivername="postgresql").render_as_string(hide_password=False)
 
     async def ensure() -> None:

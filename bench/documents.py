@@ -78,11 +78,16 @@ def _bundle(
 
 def deposit_bundle(pid: str) -> dict[str, Any]:
     """A deposit of a fresh ~50 KB PDF with its size and hash."""
-    data = pdf_bytes()
+    return deposit_of(pid, f"urn:uuid:{uuid.uuid4()}", pdf_bytes(), random.choice(TYPES))
+
+
+def deposit_of(pid: str, master: str, data: bytes, code: str = TYPES[0]) -> dict[str, Any]:
+    """The ITI-65 deposit of `data` under masterIdentifier `master`, with its size and
+    SHA-1 (a vendor's retry sends the same)."""
     return _bundle(
         pid,
-        f"urn:uuid:{uuid.uuid4()}",
-        random.choice(TYPES),
+        master,
+        code,
         base64.b64encode(data).decode(),
         f"urn:uuid:{uuid.uuid4()}",
         f"urn:uuid:{uuid.uuid4()}",

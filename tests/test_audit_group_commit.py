@@ -68,3 +68,23 @@ def test_a_leader_whose_write_raises_leaves_the_writer_free():
     with pytest.raises(AttributeError):  # no connection at all
         asyncio.run(group.write(None, [row("x")]))  # type: ignore[arg-type]
     assert group.writing is False and group.queue == []
+
+
+async def test_a_request_cancelled_when_told_to_lead_does_not_stall_the_writer(app):
+    """Told to lead the next batch, then cancelled (deadline, client gone) before it ran:
+    the writer must not stay 'writing' with nobody writing (every later read would wait)."""
+    group = GroupCommit(_INSERT_ALL)
+    marker = f"gc-{uuid.uuid4()}"
+    group.writing = True  # a batch is being written by someone else
+    waiter = asyncio.create_task(writer_call(app, group, [row(marker)]))
+    for _ in range(500):  # until the request has queued its row (it connects first)
+        if group.queue:
+            break
+        await asyncio.sleep(0.01)
+    group.queue[0][1].set_result("lead")  # the leader hands over...
+    waiter.cancel()  # ...and the request is cancelled before it resumes
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert group.writing is False
+    await asyncio.wait_for(writer_call(app, group, [row(marker)]), timeout=5)
+    assert await count(app, marker) == 2  # the cancelled request's row went with the batch

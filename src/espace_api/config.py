@@ -25,6 +25,12 @@ class Settings(BaseSettings):
         "and closed per request, which the read profile showed as a cost)",
     )
     db_max_overflow: int = 10
+    db_connect_timeout_seconds: float = Field(
+        default=5.0, description="a connect to Postgres that takes longer fails (503)"
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=10.0, description="a request waiting longer for a pooled connection fails (503)"
+    )
     max_body_bytes: int = Field(default=20 * 1024 * 1024, description="413 beyond this")
     default_page_size: int = 20
     max_page_size: int = 100

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from espace_api.audit.refusals import record_refusal
+from espace_api.db.availability import unavailable
 from espace_api.fhir.errors import FhirError, operation_outcome
 from espace_api.metrics.counters import DEPOSITS
 
@@ -85,11 +86,43 @@ async def _integrity_error(_: Request, exc: Exception) -> Response:
 
 
 async def _db_error(_: Request, exc: Exception) -> Response:
-    # Serialization failures and deadlocks are retryable conflicts; anything else is a 500.
+    # Serialization failures and deadlocks are retryable conflicts; an unreachable database
+    # is a 503; anything else is a 500.
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
     if sqlstate in ("40001", "40P01"):
         return await _integrity_error(_, exc)
+    if unavailable(exc):
+        return _unavailable(exc)
     log.error("database error %s (sqlstate %s)", type(exc).__name__, sqlstate)
+    return _internal()
+
+
+RETRY_AFTER_SECONDS = 2
+
+
+def _unavailable(exc: BaseException) -> Response:
+    """503 `DATABASE_UNAVAILABLE` with Retry-After: the database cannot be reached now
+    (restart, failover, network); the client retries (an ITI-65 deposit is idempotent on
+    its masterIdentifier)."""
+    cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+    log.warning(
+        "database unavailable: %s (%s, sqlstate %s)",
+        type(exc).__name__,
+        type(cause).__name__,
+        getattr(cause, "sqlstate", None),
+    )
+    outcome = operation_outcome(
+        "transient", "The database cannot be reached for a moment: retry", "DATABASE_UNAVAILABLE"
+    )
+    return outcome_response(503, outcome, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _failure(exc: BaseException) -> Response:
+    """The answer to an exception no handler took: 503 when the database is unreachable,
+    else a 500 (logged by type and place only)."""
+    if unavailable(exc):
+        return _unavailable(exc)
+    _log_unexpected(exc)
     return _internal()
 
 
@@ -109,12 +142,13 @@ def _log_unexpected(exc: BaseException) -> None:
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
-    _log_unexpected(exc)
-    return _internal()
+    return _failure(exc)
 
 
 class CatchAll:
-    """Pure ASGI middleware: an unexpected exception becomes a 500 OperationOutcome.
+    """Pure ASGI middleware: an unexpected exception becomes a 500 OperationOutcome (503
+    when it says the database is unreachable: raw driver errors and failed connects are
+    not DBAPIErrors).
 
     Starlette's handler for `Exception` answers and then re-raises to the server, whose
     error log prints the traceback with the exception message (possibly health data).
@@ -138,9 +172,9 @@ class CatchAll:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            _log_unexpected(exc)
+            response = _failure(exc)
             if not started:
-                await _internal()(scope, receive, send)
+                await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

@@ -78,10 +78,13 @@ class Deadline:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        deadline = asyncio.timeout(self.seconds)
         try:
-            async with asyncio.timeout(self.seconds):
+            async with deadline:
                 await self.app(scope, receive, send_wrapper)
         except TimeoutError:
+            if not deadline.expired():
+                raise  # not ours (e.g. a database connect that timed out): errors.py
             log.warning("request stopped after %.1fs", self.seconds)
             if not started:
                 outcome = operation_outcome(

@@ -36,10 +36,26 @@ class GroupCommit:
         mine: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.queue.append((rows, mine))
         if self.writing:
-            if await mine == DONE:
+            try:
+                role = await mine
+            except asyncio.CancelledError:
+                if mine.done() and not mine.cancelled() and mine.exception() is None:
+                    if mine.result() == LEAD:
+                        self._hand_over()  # told to lead, then cancelled: no stuck batch
+                raise
+            if role == DONE:
                 return
         self.writing = True
         await self._lead(conn, mine)
+
+    def _hand_over(self) -> None:
+        """The next waiting request leads; with none, the next writer will (rows of
+        requests that went away stay queued and go with its batch)."""
+        waiting = next((done for _, done in self.queue if not done.done()), None)
+        if waiting is not None:
+            waiting.set_result(LEAD)
+        else:
+            self.writing = False
 
     async def _lead(self, conn: AsyncConnection, mine: asyncio.Future[str]) -> None:
         error: BaseException | None = None
