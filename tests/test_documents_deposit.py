@@ -240,6 +240,16 @@ async def test_same_master_identifier_is_idempotent_or_conflict(client, auth, ap
     assert r.json()["entry"][1]["response"]["status"] == "200 OK"
     assert entry_ids(r)[1] == doc_id
     assert (await read_doc(client, auth, doc_id))["meta"]["versionId"] == "1"
+    # The retry's content entry is answered by the stored Binary: no second copy of it.
+    assert r.json()["entry"][0]["response"]["status"] == "200 OK"
+    assert entry_ids(r)[0] == entry_ids(first)[0]
+    async with app.state.engine.connect() as conn:
+        binaries = await conn.scalar(
+            select(func.count())
+            .select_from(resources)
+            .where(resources.c.resource_type == "Binary", resources.c.patient_id == pid)
+        )
+    assert binaries == 1
 
     other, _ = iti65(pid, pdf(), masterIdentifier=doc["masterIdentifier"])
     await refused(client, app, headers, other, pid, 409, "DUPLICATE_DOCUMENT")

@@ -123,6 +123,17 @@ async def read(ctx: Context, rtype: ResourceType, id_: str) -> Result:
     return await _answer(ctx, row, "read", f"{rtype.name}/{id_}")
 
 
+async def existing(ctx: Context, rtype: ResourceType, id_: str) -> Result:
+    """A create answered by a stored resource the caller may see (a retried deposit's
+    content): 200 with its version, no body, nothing read out."""
+    row = await repository.get_current(ctx.conn, rtype.name, id_, ctx.policy(rtype))
+    if row is None or row.deleted:
+        raise FhirError.not_found(f"{rtype.name}/{id_} not found")
+    result = _result(ctx, row)
+    result.json = None
+    return version_headers(result, ctx.base)
+
+
 async def vread(ctx: Context, rtype: ResourceType, id_: str, version: str) -> Result:
     """vread: one version; 410 for a deletion version."""
     policy.require_scope(ctx.identity, rtype, "r")

@@ -4,12 +4,19 @@ A transaction runs every entry in the caller's single database transaction: any 
 raises and nothing is written. A batch runs each entry in its own savepoint and reports
 per-entry outcomes. `urn:uuid:` fullUrls of created entries are resolved to their new ids
 in every reference before any entry is processed.
+
+A transaction whose create replays a stored resource (a vendor's retry of a deposit whose
+answer was lost) runs again with the entries only that replay pointed at (its content)
+answered by the stored ones, so a retry leaves no second copy of them.
 """
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import orjson
 
 from espace_api.access import policy
 from espace_api.audit import refusals
@@ -42,6 +49,7 @@ class Entry:
     full_url: str | None
     if_none_exist: str | None
     if_match: str | None
+    reused: bool = False  # answered by a stored resource a replayed entry points at
 
 
 def _fail(index: int, exc: FhirError) -> FhirError:
@@ -98,11 +106,16 @@ def _parse_entry(index: int, raw: Any) -> Entry:
     )
 
 
-async def _assign_ids(ctx: Context, entries: list[Entry]) -> dict[str, str]:
-    """Map each created entry's fullUrl (urn:uuid:...) to its future `Type/id`."""
+async def _assign_ids(ctx: Context, entries: list[Entry], reuse: dict[str, str]) -> dict[str, str]:
+    """Map each created entry's fullUrl (urn:uuid:...) to its future `Type/id`, or to the
+    stored `Type/id` that `reuse` gives it."""
     mapping: dict[str, str] = {}
     for entry in entries:
         if entry.method != "POST" or not entry.full_url:
+            continue
+        if entry.full_url in reuse:
+            mapping[entry.full_url] = reuse[entry.full_url]
+            entry.id, entry.reused = reuse[entry.full_url].partition("/")[2], True
             continue
         if entry.if_none_exist:
             ids = await service.match_ids(ctx, entry.rtype, entry.if_none_exist, limit=2)
@@ -173,6 +186,9 @@ def _check_scopes(ctx: Context, entries: list[Entry]) -> None:
 
 async def _execute(ctx: Context, entry: Entry) -> Result:
     rtype = entry.rtype
+    if entry.reused:
+        assert entry.id is not None  # set with `reused`
+        return await service.existing(ctx, rtype, entry.id)
     if entry.method == "POST":
         if entry.id is None:  # conditional create that matched, or no fullUrl
             return await service.create(
@@ -248,6 +264,21 @@ async def process(ctx: Context, body: Any) -> Result:
 
 
 async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
+    async with ctx.conn.begin_nested() as savepoint:
+        entries, results = await _run(ctx, copy.deepcopy(raw_entries), {})
+        reuse = _reused_by_replays(entries, results)
+        if reuse:
+            await savepoint.rollback()
+    if reuse:
+        entries, results = await _run(ctx, raw_entries, reuse)
+    out = [_response_entry(ctx, results[e.index]) for e in entries]
+    return Result(200, bundles.bundle("transaction-response", out, bundle_id=ctx.clock.ids()))
+
+
+async def _run(
+    ctx: Context, raw_entries: list[Any], reuse: dict[str, str]
+) -> tuple[list[Entry], dict[int, Result]]:
+    """Parse, resolve and execute every entry; the first failure raises."""
     entries = []
     for i, raw in enumerate(raw_entries):
         try:
@@ -255,7 +286,7 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
         except FhirError as exc:
             raise _fail(i, exc) from None
     _check_scopes(ctx, entries)
-    mapping = await _assign_ids(ctx, entries)
+    mapping = await _assign_ids(ctx, entries, reuse)
     _rewrite(entries, mapping)
     _complete(ctx, entries)
     results: dict[int, Result] = {}
@@ -272,8 +303,48 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
         except FhirError as exc:
             exc.entry_target = (entry.method, entry.url)
             raise _fail(entry.index, exc) from None
-    out = [_response_entry(ctx, results[e.index]) for e in entries]
-    return Result(200, bundles.bundle("transaction-response", out, bundle_id=ctx.clock.ids()))
+    return entries, results
+
+
+def _reused_by_replays(entries: list[Entry], results: dict[int, Result]) -> dict[str, str]:
+    """fullUrl -> stored `Type/id` for each entry created here that only replayed creates
+    point at, paired with the reference at the same place in the stored resource."""
+    created = {
+        f"{e.rtype.name}/{e.id}": e
+        for e in entries
+        if e.method == "POST" and e.id and e.full_url and results[e.index].status == 201
+    }
+    replayed, kept = [], set()
+    for e in entries:
+        if not isinstance(e.resource, dict):
+            continue
+        if e.method == "POST" and results[e.index].status == 200 and results[e.index].json:
+            replayed.append(e)
+        else:
+            kept.update(node[key] for node, key in _links_in(e.resource))
+    reuse: dict[str, str] = {}
+    for e in replayed:
+        stored = orjson.loads(results[e.index].json or b"{}")
+        for new, old in _paired_links(e.resource, stored):
+            entry = created.get(new)
+            same_type = old.partition("/")[0] == new.partition("/")[0]
+            if entry is not None and entry.full_url and new not in kept and same_type:
+                reuse[entry.full_url] = old
+    return reuse
+
+
+def _paired_links(new: Any, old: Any) -> Iterator[tuple[str, str]]:
+    """(new, old) link strings found at the same place of two resources."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        for key, value in new.items():
+            if key in ("reference", "url") and isinstance(value, str):
+                if isinstance(old.get(key), str):
+                    yield value, old[key]
+            elif key in old:
+                yield from _paired_links(value, old[key])
+    elif isinstance(new, list) and isinstance(old, list):
+        for a, b in zip(new, old, strict=False):
+            yield from _paired_links(a, b)
 
 
 async def _batch(ctx: Context, raw_entries: list[Any]) -> Result:
