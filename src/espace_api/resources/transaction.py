@@ -314,7 +314,8 @@ def _reused_by_replays(entries: list[Entry], results: dict[int, Result]) -> dict
         for e in entries
         if e.method == "POST" and e.id and e.full_url and results[e.index].status == 201
     }
-    replayed, kept = [], set()
+    replayed: list[Entry] = []
+    kept: set[str] = set()
     for e in entries:
         if not isinstance(e.resource, dict):
             continue
