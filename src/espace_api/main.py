@@ -31,6 +31,7 @@ from espace_api.metrics import counters
 from espace_api.metrics import routes as metrics_routes
 from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
+from espace_api.profile import setup as profile_setup
 from espace_api.resources.behaviour import Behaviours
 
 DOCUMENT_TYPES = (
@@ -55,6 +56,7 @@ def behaviours() -> Behaviours:
     documents_setup.register(registry)
     privacy_setup.register(registry)
     lifecycle_setup.register(registry)
+    profile_setup.register(registry)
     return registry
 
 
