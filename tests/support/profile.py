@@ -78,3 +78,111 @@ def immunization(
         "occurrenceDateTime": date,
         **extra,
     }
+
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+CLIENT_SYSTEM = "https://espace-api.org/fhir/NamingSystem/client-id"
+FEED_SCOPES = "system/Observation.crs system/Patient.s"
+
+
+def quantity(value: float, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+def measure(
+    pid: str,
+    code: str,
+    value: float,
+    unit: str,
+    at: str = "2026-11-01T08:00:00Z",
+    device: str | None = "Device/cgm-1",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A measurement with one value (glucose 2345-7, weight 29463-7, heart rate 8867-4 ...)."""
+    body: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
+        "code": concept(LOINC, code),
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": at,
+        "valueQuantity": quantity(value, unit),
+        **extra,
+    }
+    if device:
+        body["device"] = {"reference": device}
+    return body
+
+
+def blood_pressure(
+    pid: str,
+    systolic: float,
+    diastolic: float,
+    at: str = "2026-11-01T08:00:00Z",
+    unit: str = "mm[Hg]",
+) -> dict[str, Any]:
+    body = measure(pid, "85354-9", 0, unit, at, device="Device/tensio-1")
+    del body["valueQuantity"]
+    body["component"] = [
+        {"code": concept(LOINC, "8480-6"), "valueQuantity": quantity(systolic, unit)},
+        {"code": concept(LOINC, "8462-4"), "valueQuantity": quantity(diastolic, unit)},
+    ]
+    return body
+
+
+def data_feed(pid: str, client_id: str) -> dict[str, Any]:
+    """The patient connects a service (machine client) that adds their measurements."""
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "https://espace-api.org/fhir/CodeSystem/consent-kind",
+                        "code": "data-feed",
+                    }
+                ]
+            }
+        ],
+        "patient": {"reference": f"Patient/{pid}"},
+        "provision": {
+            "actor": [
+                {
+                    "role": concept(
+                        "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "PRF"
+                    ),
+                    "reference": {"identifier": {"system": CLIENT_SYSTEM, "value": client_id}},
+                }
+            ]
+        },
+    }
+
+
+def batch(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
+            for r in resources
+        ],
+    }

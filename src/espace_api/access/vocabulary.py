@@ -37,6 +37,7 @@ OPPOSE_BTG = "oppose-btg"  # the patient opposes break-the-glass access
 OPPOSE_SAMU = "oppose-samu"  # the patient opposes access by the emergency call-centre doctor
 BREAK_THE_GLASS = "break-the-glass"  # an emergency access, recorded by the server
 APP_GRANT = "app-grant"  # a third-party app's authorization
+DATA_FEED = "data-feed"  # an approved service (machine client) may add the patient's measurements
 CONSENT_KINDS = frozenset(
     {
         CARE_RELATIONSHIP,
@@ -47,6 +48,7 @@ CONSENT_KINDS = frozenset(
         OPPOSE_SAMU,
         BREAK_THE_GLASS,
         APP_GRANT,
+        DATA_FEED,
     }
 )
 # access_rules.kind of a mask Consent without provision.data: every document is hidden.

@@ -2,14 +2,25 @@
 
 - `ProfileWriters` (health profile types, Observation, Appointment): who may write what
   (profile/writers.py), checked before every client write.
+- `Measurements` (Observation): LOINC code and UCUM unit checked against the table
+  (profile/measurements.py), a machine client only for a patient who connected it
+  (profile/feeds.py); the measured values written to `observation_values` in the same
+  transaction; a repeated measurement (same patient, device, code and time) answered with
+  the stored Observation instead of being stored twice.
 """
 
 from typing import Any
 
 import orjson
 
-from espace_api.profile import writers
+from espace_api.fhir.errors import FhirError
+from espace_api.fhir.indexing import compartment_patient
+from espace_api.fhir.registry import ResourceType
+from espace_api.profile import feeds, measurements, writers
 from espace_api.resources.behaviour import HookContext, TypeBehaviour, WriteEvent
+from espace_api.resources.results import Result, version_headers
+from espace_api.storage import observation_repository as values_repo
+from espace_api.storage import repository
 
 
 def previous_content(event: WriteEvent) -> dict[str, Any] | None:
@@ -28,3 +39,66 @@ class ProfileWriters(TypeBehaviour):
         writers.check_writer(ctx.identity, event.rtype.name, author, event.is_create)
         writers.check_label(ctx.identity, event.content, previous_content(event))
         return event.content
+
+
+class Measurements(TypeBehaviour):
+    """Observation: validated measurements, stored once, in the narrow values table."""
+
+    async def replay(self, ctx: HookContext, rtype: ResourceType, body: Any) -> Result | None:
+        """The caller's Observation already holding this measurement, answered 200."""
+        if not isinstance(body, dict):
+            return None
+        patient_id = compartment_patient(rtype, body)
+        try:
+            found = measurements.measurement(body)
+        except (FhirError, ValueError, AttributeError, TypeError):
+            return None  # the create refuses it with the right error
+        if patient_id is None or not found.values:
+            return None
+        device = found.device or ctx.identity.actor
+        codes = [v.code for v in found.values]
+        holder = await values_repo.holder_of(ctx.conn, patient_id, device, codes, found.effective)
+        if holder is None:
+            return None
+        row = await repository.get_current(ctx.conn, rtype.name, holder, ctx.policy(rtype))
+        if row is None or row.json is None:
+            return None  # not the caller's to see: the write's unique index answers 409
+        result = Result(
+            200,
+            row.json,
+            resource_type=row.resource_type,
+            id=row.id,
+            version_id=row.version_id,
+            last_updated=row.last_updated,
+        )
+        return version_headers(result, ctx.base, location=True)
+
+    async def before_write(self, ctx: HookContext, event: WriteEvent) -> dict[str, Any] | None:
+        if event.content is None:
+            return None
+        event.carry["measurement"] = measurements.measurement(event.content)
+        if not event.system_write:
+            await feeds.check_feed(ctx.conn, ctx.identity, event.patient_id, ctx.now)
+        return event.content
+
+    async def after_write(self, ctx: HookContext, event: WriteEvent) -> None:
+        if event.patient_id is None:
+            return
+        found: measurements.Measurement | None = event.carry.get("measurement")
+        rows: list[values_repo.ValueRow] = []
+        if found is not None and event.content is not None:
+            author = event.previous.created_by if event.previous is not None else None
+            device = found.device or author or ctx.identity.actor
+            rows = [
+                values_repo.ValueRow(v.code, found.effective, v.value, v.unit, device)
+                for v in found.values
+            ]
+        stored = await values_repo.replace_values(ctx.conn, event.patient_id, event.id, rows)
+        if stored < len(rows):
+            raise FhirError(
+                409,
+                "DUPLICATE_MEASUREMENT",
+                "Another Observation already holds this measurement (same patient, device, "
+                "code and effective time)",
+                issue_type="duplicate",
+            )
