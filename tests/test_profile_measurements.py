@@ -5,11 +5,11 @@ Refusals first."""
 from tests.support.auth import code_of
 from tests.support.fhir import FHIR_JSON, PRO_SCOPES, create, grant_care, ids, patient, search
 from tests.support.profile import (
-    FEED_SCOPES,
     LOINC,
+    SERVICE_SCOPES,
     batch,
     blood_pressure,
-    data_feed,
+    connected_service,
     measure,
 )
 
@@ -23,8 +23,8 @@ async def space(client, auth, family: str = "Mesure") -> tuple[str, dict[str, st
 
 async def connected(client, auth, pid, me, client_id: str) -> dict[str, str]:
     """A service's token, connected by the patient."""
-    await create(client, me, data_feed(pid, client_id))
-    return await auth.system(client_id, FEED_SCOPES)
+    await create(client, me, connected_service(pid, client_id))
+    return await auth.system(client_id, SERVICE_SCOPES)
 
 
 async def post(client, headers, body):
@@ -43,12 +43,12 @@ async def test_a_service_the_patient_did_not_connect_writes_nothing(client, auth
     other_id, other = await space(client, auth, "Autre")
     service = await connected(client, auth, pid, me, "cgm-only-one")
     r = await post(client, service, measure(other_id, GLUCOSE, 95, "mg/dL"))
-    assert r.status_code == 403 and code_of(r) == "FEED_NOT_CONSENTED"
-    stranger = await auth.system("cgm-stranger", FEED_SCOPES)
+    assert r.status_code == 403 and code_of(r) == "SERVICE_NOT_CONNECTED"
+    stranger = await auth.system("cgm-stranger", SERVICE_SCOPES)
     r = await post(client, stranger, measure(pid, GLUCOSE, 95, "mg/dL"))
-    assert r.status_code == 403 and code_of(r) == "FEED_NOT_CONSENTED"
+    assert r.status_code == 403 and code_of(r) == "SERVICE_NOT_CONNECTED"
     # A consent naming a professional instead of a client is refused.
-    bad = data_feed(pid, "x")
+    bad = connected_service(pid, "x")
     bad["provision"]["actor"][0]["reference"] = {"reference": "Practitioner/rpps-1"}
     r = await post(client, me, bad)
     assert r.status_code == 422 and code_of(r) == "INVALID_CONSENT"

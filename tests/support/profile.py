@@ -83,7 +83,7 @@ def immunization(
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 CLIENT_SYSTEM = "https://espace-api.org/fhir/NamingSystem/client-id"
-FEED_SCOPES = "system/Observation.crs system/Patient.s"
+SERVICE_SCOPES = "system/Observation.crs system/Patient.s"
 
 
 def quantity(value: float, unit: str) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def blood_pressure(
     return body
 
 
-def data_feed(pid: str, client_id: str) -> dict[str, Any]:
+def connected_service(pid: str, client_id: str) -> dict[str, Any]:
     """The patient connects a service (machine client) that adds their measurements."""
     return {
         "resourceType": "Consent",
@@ -158,7 +158,7 @@ def data_feed(pid: str, client_id: str) -> dict[str, Any]:
                 "coding": [
                     {
                         "system": "https://espace-api.org/fhir/CodeSystem/consent-kind",
-                        "code": "data-feed",
+                        "code": "connected-service",
                     }
                 ]
             }
@@ -185,4 +185,29 @@ def batch(resources: list[dict[str, Any]]) -> dict[str, Any]:
             {"resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
             for r in resources
         ],
+    }
+
+
+BOOKING_SCOPES = "system/Appointment.crus system/Patient.s"
+
+
+def appointment(
+    pid: str,
+    start: str = "2026-12-10T09:00:00Z",
+    end: str = "2026-12-10T09:20:00Z",
+    status: str = "booked",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A consultation booked with a GP."""
+    return {
+        "resourceType": "Appointment",
+        "status": status,
+        "serviceType": [concept(SNOMED, "394814009")],
+        "start": start,
+        "end": end,
+        "participant": [
+            {"actor": {"reference": f"Patient/{pid}"}, "status": "accepted"},
+            {"actor": {"reference": "Practitioner/rpps-10001"}, "status": "accepted"},
+        ],
+        **extra,
     }

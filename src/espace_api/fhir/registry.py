@@ -227,6 +227,8 @@ PROFILE_TYPES = (
             _p("service-type", "token", "serviceType"),
         ),
         compartment=("participant.actor",),
+        # Cancelled, never deleted: the agenda keeps it with its status (profile/agenda.py).
+        interactions=ALL_INTERACTIONS - {"delete"},
         documentation="An appointment in the patient's agenda (booking services or the patient).",
     ),
 )

@@ -11,7 +11,7 @@ Each Consent carries its kind in `category` (system `access.vocabulary.CONSENT_K
 | default-visibility | type = deny | default-masked (new deposits start masked) |
 | oppose-btg, oppose-samu | - | the opposition |
 | break-the-glass | actor, period (set by the server) | break-the-glass per actor |
-| data-feed | actor (a machine client, by client id), period | data-feed per client |
+| connected-service | actor (a machine client by client id), period | one per client |
 
 Only an `active` Consent has rules. Unknown or missing kinds are stored with no effect.
 """
@@ -27,7 +27,7 @@ from espace_api.fhir.values import date_range, format_instant, split_reference
 from espace_api.storage.access_repository import AccessRule
 
 # Kinds whose rules name actors (provision.actor).
-ACTOR_KINDS = (v.CARE_RELATIONSHIP, v.BLOCK, v.BREAK_THE_GLASS, v.DATA_FEED)
+ACTOR_KINDS = (v.CARE_RELATIONSHIP, v.BLOCK, v.BREAK_THE_GLASS, v.CONNECTED_SERVICE)
 # Who may write each kind: patients write their own choices; professionals record their own
 # care relationship; break-the-glass is written by the server's operation only.
 PATIENT_KINDS = frozenset(
@@ -38,7 +38,7 @@ PATIENT_KINDS = frozenset(
         v.DEFAULT_VISIBILITY,
         v.OPPOSE_BTG,
         v.OPPOSE_SAMU,
-        v.DATA_FEED,
+        v.CONNECTED_SERVICE,
     }
 )
 PROFESSIONAL_KINDS = frozenset({v.CARE_RELATIONSHIP})
@@ -130,7 +130,7 @@ def complete(
                     "organisation) only",
                     "OTHER_ACTOR",
                 )
-    if kind == v.DATA_FEED and any(not k.startswith("client:") for k in keys):
+    if kind == v.CONNECTED_SERVICE and any(not k.startswith("client:") for k in keys):
         raise FhirError.unprocessable(
             f"A '{kind}' Consent names services by client id ({actors.CLIENT_SYSTEM})",
             "INVALID_CONSENT",

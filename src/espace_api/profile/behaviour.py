@@ -2,9 +2,12 @@
 
 - `ProfileWriters` (health profile types, Observation, Appointment): who may write what
   (profile/writers.py), checked before every client write.
+- `Agenda` (Appointment): a scheduled appointment has start and end; writers cancel, never
+  delete (405), so the agenda keeps cancelled appointments with their status; a booking
+  service writes only for a patient who connected it.
 - `Measurements` (Observation): LOINC code and UCUM unit checked against the table
   (profile/measurements.py), a machine client only for a patient who connected it
-  (profile/feeds.py); the measured values written to `observation_values` in the same
+  (profile/connections.py); the measured values written to `observation_values` in the same
   transaction; a repeated measurement (same patient, device, code and time) answered with
   the stored Observation instead of being stored twice.
 """
@@ -16,7 +19,7 @@ import orjson
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import compartment_patient
 from espace_api.fhir.registry import ResourceType
-from espace_api.profile import feeds, measurements, writers
+from espace_api.profile import agenda, connections, measurements, writers
 from espace_api.resources.behaviour import HookContext, TypeBehaviour, WriteEvent
 from espace_api.resources.results import Result, version_headers
 from espace_api.storage import observation_repository as values_repo
@@ -38,6 +41,28 @@ class ProfileWriters(TypeBehaviour):
         author = event.previous.created_by if event.previous is not None else None
         writers.check_writer(ctx.identity, event.rtype.name, author, event.is_create)
         writers.check_label(ctx.identity, event.content, previous_content(event))
+        if event.content is not None and event.patient_id is None:
+            where = f"{event.rtype.name}.{event.rtype.compartment[0]}"
+            raise FhirError.unprocessable(
+                f"{where} must reference the patient whose space this is",
+                "MISSING_METADATA",
+                [where],
+            )
+        return event.content
+
+
+class Agenda(TypeBehaviour):
+    """Appointment: scheduled ones say when; cancelled ones are kept."""
+
+    async def before_write(self, ctx: HookContext, event: WriteEvent) -> dict[str, Any] | None:
+        if event.system_write:
+            return event.content
+        if event.content is None:
+            if ctx.identity.kind != "operator":
+                raise agenda.refuse_delete()
+            return None
+        agenda.check_appointment(event.content)
+        await connections.check_connected(ctx.conn, ctx.identity, event.patient_id, ctx.now)
         return event.content
 
 
@@ -78,7 +103,7 @@ class Measurements(TypeBehaviour):
             return None
         event.carry["measurement"] = measurements.measurement(event.content)
         if not event.system_write:
-            await feeds.check_feed(ctx.conn, ctx.identity, event.patient_id, ctx.now)
+            await connections.check_connected(ctx.conn, ctx.identity, event.patient_id, ctx.now)
         return event.content
 
     async def after_write(self, ctx: HookContext, event: WriteEvent) -> None:

@@ -1,7 +1,7 @@
 """Wiring the profile package into the application: type behaviours."""
 
 from espace_api.profile import measurements, writers
-from espace_api.profile.behaviour import Measurements, ProfileWriters
+from espace_api.profile.behaviour import Agenda, Measurements, ProfileWriters
 from espace_api.resources.behaviour import Behaviours
 
 
@@ -9,6 +9,7 @@ def register(behaviours: Behaviours) -> None:
     """Write rules of the health profile, measurements and agenda."""
     behaviours.register(writers.TYPES, ProfileWriters())
     behaviours.register(["Observation"], Measurements())
+    behaviours.register(["Appointment"], Agenda())
 
 
 def check() -> None:

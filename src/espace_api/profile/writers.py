@@ -7,8 +7,8 @@ operator write every type. Others only where the domain says so:
   patient's own account of their health);
 - Immunization: professionals and their software (a vaccinating pharmacist or doctor);
 - Observation: approved third-party services (machine tokens) that the patient connected
-  (Consent `data-feed`, profile/feeds.py);
-- Appointment: booking services (machine tokens).
+  (Consent `connected-service`, profile/connections.py);
+- Appointment: booking services (machine tokens) that the patient connected.
 
 A writer other than the patient changes only what it created, and never the patient's
 visibility label (MASQUE_PS in meta.security).
