@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from espace_api.lifecycle.cli import register_cli as register_lifecycle
 
     register_lifecycle(sub)
+    from espace_api.profile.cli import register_cli as register_reminders
+
+    register_reminders(sub)
     return parser
 
 

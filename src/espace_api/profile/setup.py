@@ -1,6 +1,6 @@
 """Wiring the profile package into the application: type behaviours."""
 
-from espace_api.profile import measurements, writers
+from espace_api.profile import measurements, prevention, writers
 from espace_api.profile.behaviour import Agenda, Measurements, ProfileWriters
 from espace_api.resources.behaviour import Behaviours
 
@@ -15,3 +15,4 @@ def register(behaviours: Behaviours) -> None:
 def check() -> None:
     """Read and validate the package's data files once (pydantic; an error stops the start)."""
     measurements.table()
+    prevention.load()
