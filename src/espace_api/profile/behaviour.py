@@ -118,7 +118,9 @@ class Measurements(TypeBehaviour):
                 values_repo.ValueRow(v.code, found.effective, v.value, v.unit, device)
                 for v in found.values
             ]
-        stored = await values_repo.replace_values(ctx.conn, event.patient_id, event.id, rows)
+        stored = await values_repo.replace_values(
+            ctx.conn, event.patient_id, event.id, rows, fresh=event.is_create
+        )
         if stored < len(rows):
             raise FhirError(
                 409,

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Float, Text, and_, delete, func, literal, select, union_all
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, Float, Text, and_, delete, func, select, true
+from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import observation_values, resources
@@ -44,14 +44,21 @@ class DayRow:
 
 
 async def replace_values(
-    conn: AsyncConnection, patient_id: str, resource_id: str, rows: Sequence[ValueRow]
+    conn: AsyncConnection,
+    patient_id: str,
+    resource_id: str,
+    rows: Sequence[ValueRow],
+    *,
+    fresh: bool = False,
 ) -> int:
-    """Make `rows` the values of one Observation; the number stored (fewer than asked when
-    another Observation already holds the same patient, device, code and time)."""
+    """Make `rows` the values of one Observation (`fresh`: a new one, with none yet); the
+    number stored (fewer than asked when another Observation already holds the same patient,
+    device, code and time)."""
     ov = observation_values
-    await conn.execute(
-        delete(ov).where(ov.c.patient_id == patient_id, ov.c.resource_id == resource_id)
-    )
+    if not fresh:
+        await conn.execute(
+            delete(ov).where(ov.c.patient_id == patient_id, ov.c.resource_id == resource_id)
+        )
     if not rows:
         return 0
     stmt = (
@@ -114,25 +121,29 @@ async def lastn(
     visible: ColumnElement[bool],
 ) -> list[tuple[str, str]]:
     """(id, JSON) of the latest `max_per_code` visible Observations per code, newest first
-    within each code; one index range per code (patient, code, effective desc)."""
+    within each code: a LATERAL index range (patient, code, effective desc) per code, with
+    the visibility predicate written once."""
+    if not codes:
+        return []
     ov, r = observation_values, resources
-    parts = [
-        select(
-            literal(i).label("rank"),
-            ov.c.effective,
-            r.c.id,
-            r.c.content.cast(Text).label("json"),
-        )
+    wanted = (
+        func.unnest(array(list(codes), type_=Text))
+        .table_valued("code", with_ordinality="rank")
+        .render_derived(name="wanted")
+    )
+    latest = (
+        select(ov.c.effective, r.c.id, r.c.content.cast(Text).label("json"))
         .select_from(ov.join(r, and_(*_visible_values(visible))))
-        .where(ov.c.patient_id == patient_id, ov.c.code == code)
+        .where(ov.c.patient_id == patient_id, ov.c.code == wanted.c.code)
         .order_by(ov.c.effective.desc())
         .limit(max_per_code)
-        for i, code in enumerate(codes)
-    ]
-    if not parts:
-        return []
-    both = union_all(*(p.subquery().select() for p in parts)).subquery()
-    stmt = select(both.c.id, both.c.json).order_by(both.c.rank, both.c.effective.desc())
+        .lateral("latest")
+    )
+    stmt = (
+        select(latest.c.id, latest.c.json)
+        .select_from(wanted.join(latest, true()))
+        .order_by(wanted.c.rank, latest.c.effective.desc())
+    )
     seen: set[str] = set()
     out = []
     for id_, json in await conn.execute(stmt):
