@@ -13,7 +13,9 @@ Scenarios (`--scenarios limit,core,deposit,enrol,search`):
   `--documents` DocumentReferences for `--patients` patients (loaded once, then reused);
 - measurements: connected-device Observations (bench/measurements.py): `--values` glucose
   values bulk-loaded by SQL, then batch-Bundle ingest through the API, `$lastn` and a 30-day
-  `$daily-summary` by patients.
+  `$daily-summary` by patients;
+- reminders: `espace-api reminders run` over `--reminder-patients` active spaces, twice
+  (bench/reminders.py).
 Uses DATABASE_URL's server or an embedded Postgres.
 """
 
@@ -33,7 +35,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from bench import db, documents, enrolment, limit, loader, measurements, tokens
+from bench import db, documents, enrolment, limit, loader, measurements, reminders, tokens
 from bench.loader import INS, LOINC, TYPES
 from bench.stats import Report, header
 
@@ -421,7 +423,9 @@ async def create_patients(base: str, token: str, n: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenarios", default="limit,core,deposit,enrol,search,measurements")
+    parser.add_argument(
+        "--scenarios", default="limit,core,deposit,enrol,search,measurements,reminders"
+    )
     parser.add_argument("--resources", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15)
@@ -433,6 +437,7 @@ def main() -> None:
     parser.add_argument("--obs-patients", type=int, default=1000, help="measurements: patients")
     parser.add_argument("--ingest-bundles", type=int, default=10, help="measurements: Bundles")
     parser.add_argument("--ingest-size", type=int, default=1000, help="measurements: per Bundle")
+    parser.add_argument("--reminder-patients", type=int, default=1_000_000, help="reminders")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--connections", type=int, default=32, help="limit: wrk connections")
     args = parser.parse_args()
@@ -450,6 +455,8 @@ def main() -> None:
     if "measurements" in args.scenarios:
         ops, measured = run_measurements(args)
         reports += ops
+    if "reminders" in args.scenarios:
+        measured += reminders.run(args.reminder_patients)
     print(header() + f"; {args.workers} uvicorn workers, {args.concurrency} concurrent clients")
     for report in reports:
         print(report.line())

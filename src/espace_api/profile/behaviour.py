@@ -21,7 +21,7 @@ from espace_api.fhir.indexing import compartment_patient
 from espace_api.fhir.registry import ResourceType
 from espace_api.profile import agenda, connections, measurements, writers
 from espace_api.resources.behaviour import HookContext, TypeBehaviour, WriteEvent
-from espace_api.resources.results import Result, version_headers
+from espace_api.resources.results import Result, replayed
 from espace_api.storage import observation_repository as values_repo
 from espace_api.storage import repository
 
@@ -88,15 +88,9 @@ class Measurements(TypeBehaviour):
         row = await repository.get_current(ctx.conn, rtype.name, holder, ctx.policy(rtype))
         if row is None or row.json is None:
             return None  # not the caller's to see: the write's unique index answers 409
-        result = Result(
-            200,
-            row.json,
-            resource_type=row.resource_type,
-            id=row.id,
-            version_id=row.version_id,
-            last_updated=row.last_updated,
+        return replayed(
+            row.resource_type, row.id, row.json, row.version_id, row.last_updated, ctx.base
         )
-        return version_headers(result, ctx.base, location=True)
 
     async def before_write(self, ctx: HookContext, event: WriteEvent) -> dict[str, Any] | None:
         if event.content is None:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from espace_api.audit import recorder
 from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
+from espace_api.db.schema import audit_events, reminders_issued, resource_versions, resources
 from espace_api.fhir import indexing
 from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.values import date_range, format_instant
@@ -86,6 +87,16 @@ class _Batch:
         self.audits: list[dict[str, Any]] = []
         self.issued: list[dict[str, Any]] = []
 
+    def tables(self) -> list[tuple[Table, list[dict[str, Any]]]]:
+        """Every table's rows, in the order they are written."""
+        return [
+            (resources, self.current),
+            (resource_versions, self.versions),
+            *self.index.items(),
+            (audit_events, self.audits),
+            (reminders_issued, self.issued),
+        ]
+
     def add(self, clock: Clock, patient_id: str, due: prevention.Due, now: datetime) -> None:
         id_ = clock.ids()
         content = communication(id_, patient_id, due, now)
@@ -147,9 +158,7 @@ async def run(
                 for due in prevention.due(rules, person, now.date()):
                     if (patient_id, due.rule.id, due.period) not in already:
                         rows.add(clock, patient_id, due, now)
-            await repo.write_batch(
-                conn, rows.current, rows.versions, dict(rows.index), rows.audits, rows.issued
-            )
+            await repo.write_batch(conn, rows.tables())
         done["patients"] += len(people)
         done["issued"] += len(rows.issued)
         after = people[-1][0]

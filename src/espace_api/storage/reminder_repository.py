@@ -9,10 +9,8 @@ from sqlalchemy import Table, Text, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import (
-    audit_events,
     patient_spaces,
     reminders_issued,
-    resource_versions,
     resources,
     search_date,
     search_token,
@@ -74,18 +72,9 @@ async def issued(conn: AsyncConnection, patient_ids: Sequence[str]) -> set[tuple
 
 
 async def write_batch(
-    conn: AsyncConnection,
-    current: list[dict[str, Any]],
-    versions: list[dict[str, Any]],
-    index: dict[Table, list[dict[str, Any]]],
-    audits: list[dict[str, Any]],
-    issued_rows: list[dict[str, Any]],
+    conn: AsyncConnection, tables: Sequence[tuple[Table, list[dict[str, Any]]]]
 ) -> None:
-    """The batch's Communications (current row, version, indexes), audit rows and the
-    reminders' issue records, one COPY per table."""
-    await copy_rows(conn, resources, current)
-    await copy_rows(conn, resource_versions, versions)
-    for table, rows in index.items():
+    """The batch's rows (Communications' current rows, versions and indexes, audit rows, the
+    reminders' issue records), one COPY per table, in the order given."""
+    for table, rows in tables:
         await copy_rows(conn, table, rows)
-    await copy_rows(conn, audit_events, audits)
-    await copy_rows(conn, reminders_issued, issued_rows)
