@@ -12,6 +12,7 @@ from tests.support.profile import (
     connected_service,
     measure,
 )
+from tests.test_lifecycle import act
 
 GLUCOSE, WEIGHT, HEART = "2345-7", "29463-7", "8867-4"
 
@@ -234,3 +235,12 @@ async def test_operation_parameters_are_checked(client, auth):
         r = await client.get(path, params=params, headers=me)
         assert r.status_code == 400, (path, params, r.text)
         assert r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_nothing_goes_into_a_closed_space(client, auth):
+    pid, me = await space(client, auth)
+    service = await connected(client, auth, pid, me, "cgm-closed")
+    assert (await act(client, me, pid, "activate")).status_code == 200
+    assert (await act(client, me, pid, "close")).status_code == 200
+    r = await post(client, service, measure(pid, GLUCOSE, 95, "mg/dL"))
+    assert r.status_code == 422 and code_of(r) == "PATIENT_SPACE_CLOSED"

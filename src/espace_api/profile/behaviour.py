@@ -1,7 +1,8 @@
 """The profile package's type behaviours (registered by `profile.setup.register`).
 
 - `ProfileWriters` (health profile types, Observation, Appointment): who may write what
-  (profile/writers.py), checked before every client write.
+  (profile/writers.py), checked before every client write; nothing new goes into an opposed
+  or closed space (as for documents).
 - `Agenda` (Appointment): a scheduled appointment has start and end; writers cancel, never
   delete (405), so the agenda keeps cancelled appointments with their status; a booking
   service writes only for a patient who connected it.
@@ -19,6 +20,7 @@ import orjson
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import compartment_patient
 from espace_api.fhir.registry import ResourceType
+from espace_api.lifecycle.state import check_accepts_deposits
 from espace_api.profile import agenda, connections, measurements, writers
 from espace_api.resources.behaviour import HookContext, TypeBehaviour, WriteEvent
 from espace_api.resources.results import Result, replayed
@@ -41,6 +43,8 @@ class ProfileWriters(TypeBehaviour):
         author = event.previous.created_by if event.previous is not None else None
         writers.check_writer(ctx.identity, event.rtype.name, author, event.is_create)
         writers.check_label(ctx.identity, event.content, previous_content(event))
+        if event.is_create and event.patient is not None and event.patient.json is not None:
+            check_accepts_deposits(ctx.identity, orjson.loads(event.patient.json), event.now)
         if event.content is not None and event.patient_id is None:
             where = f"{event.rtype.name}.{event.rtype.compartment[0]}"
             raise FhirError.unprocessable(
