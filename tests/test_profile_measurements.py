@@ -244,3 +244,12 @@ async def test_nothing_goes_into_a_closed_space(client, auth):
     assert (await act(client, me, pid, "close")).status_code == 200
     r = await post(client, service, measure(pid, GLUCOSE, 95, "mg/dL"))
     assert r.status_code == 422 and code_of(r) == "PATIENT_SPACE_CLOSED"
+
+
+async def test_the_capability_statement_lists_the_new_types_and_operations(client):
+    rest = (await client.get("/metadata")).json()["rest"][0]["resource"]
+    by_type = {r["type"]: r for r in rest}
+    for name in ("AllergyIntolerance", "MedicationStatement", "Condition", "FamilyMemberHistory"):
+        assert "create" in {i["code"] for i in by_type[name]["interaction"]}
+    assert {o["name"] for o in by_type["Observation"]["operation"]} >= {"lastn", "daily-summary"}
+    assert "delete" not in {i["code"] for i in by_type["Appointment"]["interaction"]}

@@ -24,6 +24,11 @@ OPERATIONS = {
     "DocumentReference": [
         ("deposit-status", f"{OWN_OPERATIONS}/DocumentReference-deposit-status"),
     ],
+    # Measurements (issue 12, profile/operations.py).
+    "Observation": [
+        ("lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn"),
+        ("daily-summary", f"{OWN_OPERATIONS}/Observation-daily-summary"),
+    ],
 }
 EXPLAIN = ("explain", f"{OWN_OPERATIONS}/Resource-explain")
 # The access history: read-only, not a stored resource type (audit/service.py).
