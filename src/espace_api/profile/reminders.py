@@ -77,10 +77,16 @@ def _person(
     return prevention.Person(patient_id, born, sex, tuple(vaccinations))
 
 
+# The index rows of a reminder depend on its rule, period and time, and on the patient only
+# through its references: they are extracted once per rule and period with this placeholder.
+_PLACEHOLDER = "\x00patient"
+
+
 class _Batch:
     """The rows one batch writes."""
 
     def __init__(self) -> None:
+        self.templates: dict[tuple[str, str], indexing.IndexRows] = {}
         self.current: list[dict[str, Any]] = []
         self.versions: list[dict[str, Any]] = []
         self.index: dict[Table, list[dict[str, Any]]] = defaultdict(list)
@@ -97,6 +103,20 @@ class _Batch:
             (reminders_issued, self.issued),
         ]
 
+    def _index(self, due: prevention.Due, now: datetime, patient_id: str) -> indexing.IndexRows:
+        """The reminder's index rows (the same as `indexing.extract` of its Communication)."""
+        key = (due.rule.id, due.period)
+        template = self.templates.get(key)
+        if template is None:
+            template = indexing.extract(COMMUNICATION, communication("", _PLACEHOLDER, due, now))
+            self.templates[key] = template
+        return indexing.IndexRows(
+            template.tokens,
+            template.strings,
+            template.dates,
+            [(p, t, patient_id if i == _PLACEHOLDER else i) for p, t, i in template.references],
+        )
+
     def add(self, clock: Clock, patient_id: str, due: prevention.Due, now: datetime) -> None:
         id_ = clock.ids()
         content = communication(id_, patient_id, due, now)
@@ -104,8 +124,9 @@ class _Batch:
         row |= {"patient_id": patient_id, "last_updated": now, "deleted": False}
         self.current.append({**row, "created_by": JOB.actor, "content": content})
         self.versions.append({**row, "method": "POST", "content": content})
-        extracted = indexing.extract(COMMUNICATION, content)
-        for table, rows in index_batches("Communication", id_, patient_id, extracted):
+        for table, rows in index_batches(
+            "Communication", id_, patient_id, self._index(due, now, patient_id)
+        ):
             self.index[table] += rows
         self.audits += recorder.events(
             clock,
