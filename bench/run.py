@@ -13,6 +13,11 @@ Scenarios (`--scenarios limit,core,deposit,enrol,search,encryption`):
   `--documents` DocumentReferences for `--patients` patients (loaded once, then reused);
 - encryption: POST /Binary and GET /Binary of 50 KB PDFs with content encryption on and off,
   alternating, in one run; prints the ratio (bench/encryption.py).
+- measurements: connected-device Observations (bench/measurements.py): `--values` glucose
+  values bulk-loaded by SQL, then batch-Bundle ingest through the API, `$lastn` and a 30-day
+  `$daily-summary` by patients;
+- reminders: `espace-api reminders run` over `--reminder-patients` active spaces, twice
+  (bench/reminders.py).
 Uses DATABASE_URL's server or an embedded Postgres.
 """
 
@@ -32,7 +37,17 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from bench import db, documents, encryption, enrolment, limit, loader, tokens
+from bench import (
+    db,
+    documents,
+    encryption,
+    enrolment,
+    limit,
+    loader,
+    measurements,
+    reminders,
+    tokens,
+)
 from bench.loader import INS, LOINC, TYPES
 from bench.stats import Report, header
 
@@ -296,6 +311,57 @@ def run_search(args: argparse.Namespace) -> tuple[list[Report], list[str]]:
             proc.wait(timeout=10)
 
 
+def run_measurements(args: argparse.Namespace) -> tuple[list[Report], list[str]]:
+    """Issue 12: ingest through the API, then $lastn and $daily-summary on `--values` values."""
+    url = measurements.database_for(args.values)
+    started = time.perf_counter()
+    asyncio.run(measurements.load(url, args.obs_patients, args.values))
+    lines = [f"loaded/checked {args.values} values in {time.perf_counter() - started:.0f} s"]
+    port = args.port + 6
+    base = f"http://127.0.0.1:{port}"
+    os.environ["REQUEST_TIMEOUT_SECONDS"] = "300"  # a 1,000-entry Bundle on a loaded box
+    server = start_server(url, port, args.workers)
+    try:
+        pids = [measurements.patient_id(n) for n in range(0, args.obs_patients, 20)]
+        minted = tokens.mint_all(
+            url, base, [measurements.service_token(), *(tokens.patient(p) for p in pids)]
+        )
+        service, patient_tokens = minted[0], dict(zip(pids, minted[1:], strict=True))
+        bundles = measurements.ingest_bundles(
+            args.obs_patients, args.ingest_bundles, args.ingest_size
+        )
+        lines.append("ingest (new): " + asyncio.run(measurements.ingest(base, service, bundles, 2)))
+        lines.append(
+            "ingest (again, duplicates): "
+            + asyncio.run(measurements.ingest(base, service, bundles, 2))
+        )
+
+        async def operations() -> list[Report]:
+            async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+                n = args.values // 1_000_000
+                return [
+                    await load(
+                        f"$lastn on {n}M values",
+                        4,
+                        args.seconds,
+                        measurements.lastn_call(patient_tokens),
+                        c,
+                    ),
+                    await load(
+                        f"$daily-summary 30 d on {n}M",
+                        4,
+                        args.seconds,
+                        measurements.summary_call(patient_tokens, 30),
+                        c,
+                    ),
+                ]
+
+        return asyncio.run(operations()), lines
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def run_limit(args: argparse.Namespace) -> list[str]:
     """espace-api's authenticated read against the bare FastAPI + asyncpg read (wrk)."""
     url = fresh_database()
@@ -412,7 +478,9 @@ async def create_patients(base: str, token: str, n: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenarios", default="limit,core,deposit,enrol,search")
+    parser.add_argument(
+        "--scenarios", default="limit,core,deposit,enrol,search,measurements,reminders"
+    )
     parser.add_argument("--resources", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15)
@@ -420,6 +488,11 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=100_000, help="search: loaded patients")
     parser.add_argument("--documents", type=int, default=1_000_000, help="search: loaded docs")
     parser.add_argument("--persons", type=int, default=100_000, help="enrol: persons")
+    parser.add_argument("--values", type=int, default=10_000_000, help="measurements: loaded")
+    parser.add_argument("--obs-patients", type=int, default=1000, help="measurements: patients")
+    parser.add_argument("--ingest-bundles", type=int, default=10, help="measurements: Bundles")
+    parser.add_argument("--ingest-size", type=int, default=1000, help="measurements: per Bundle")
+    parser.add_argument("--reminder-patients", type=int, default=1_000_000, help="reminders")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--connections", type=int, default=32, help="limit: wrk connections")
     args = parser.parse_args()
@@ -434,6 +507,12 @@ def main() -> None:
         found, searched = run_search(args)
         reports += found
         limits += searched
+    measured: list[str] = []
+    if "measurements" in args.scenarios:
+        ops, measured = run_measurements(args)
+        reports += ops
+    if "reminders" in args.scenarios:
+        measured += reminders.run(args.reminder_patients)
     print(header() + f"; {args.workers} uvicorn workers, {args.concurrency} concurrent clients")
     for report in reports:
         print(report.line())
@@ -444,6 +523,8 @@ def main() -> None:
         print(enrolled)
     if encrypted:
         print("\n".join(encrypted))
+    if measured:
+        print("\n".join(measured))
 
 
 if __name__ == "__main__":

@@ -113,8 +113,8 @@ async def test_not_found(client, auth, unchanged):
     ops = await auth.operator()
     issue = assert_outcome(await client.get("/Patient/nope", headers=ops), 404, "NOT_FOUND")
     assert issue["code"] == "not-found"
-    assert_outcome(await client.get("/Observation/1", headers=ops), 404, "NOT_FOUND")
-    assert_outcome(await client.get("/Observation", headers=ops), 404, "NOT_FOUND")
+    assert_outcome(await client.get("/Substance/1", headers=ops), 404, "NOT_FOUND")
+    assert_outcome(await client.get("/Substance", headers=ops), 404, "NOT_FOUND")
     assert_outcome(await client.get("/Patient/x/y/z", headers=ops), 404, "NOT_FOUND")
     assert_outcome(await client.delete("/Patient/nope", headers=ops), 404, "NOT_FOUND")
     r = await client.put(

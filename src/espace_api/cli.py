@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     from espace_api.blobs.cli import register_cli as register_encryption
 
     register_encryption(sub)
+    from espace_api.profile.cli import register_cli as register_reminders
+
+    register_reminders(sub)
     return parser
 
 

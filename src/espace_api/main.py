@@ -33,6 +33,8 @@ from espace_api.metrics import counters
 from espace_api.metrics import routes as metrics_routes
 from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
+from espace_api.profile import routes as profile_routes
+from espace_api.profile import setup as profile_setup
 from espace_api.resources.behaviour import Behaviours
 from espace_api.smart import routes as smart_routes
 from espace_api.smart import setup as smart_setup
@@ -62,6 +64,7 @@ def behaviours() -> Behaviours:
     lifecycle_setup.register(registry)
     messaging_setup.register(registry)
     smart_setup.register(registry)
+    profile_setup.register(registry)
     return registry
 
 
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     settings = settings or get_settings()
     clock = clock or Clock()
     policy.settings_from(settings)  # a bad profession matrix stops the start (MatrixError)
+    profile_setup.check()  # a bad measurements or reminders table stops the start
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -134,6 +138,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(smart_routes.router)
     app.include_router(lifecycle_routes.router)
     app.include_router(messaging_routes.router)  # $threads before /Communication/{id}
+    app.include_router(profile_routes.router)  # Observation/$lastn before Observation/{id}
     app.include_router(metrics_routes.router)
     app.include_router(fhir_routes.router)
     return app

@@ -1,6 +1,8 @@
 """Who a rule is about: professionals and organisations as access-rule actor keys.
 
-A key is `practitioner:<RPPS>` or `organization:<FINESS>`. Identities carry them as token
+A key is `practitioner:<RPPS>` or `organization:<FINESS>`, or `client:<client id>` for a
+registered machine client (a connected service the patient names by its client id, system
+`CLIENT_SYSTEM`). Identities carry them as token
 claims (`practitioner`, `organization` = `finess:<n>`); Consents name them as references
 (`Practitioner/rpps-<n>`, `Organization/finess-<n>`) or logical identifiers (RPPS national id
 urn:oid:1.2.250.1.71.4.2.1, FINESS http://finess.sante.gouv.fr or urn:oid:1.2.250.1.71.4.2.2).
@@ -13,6 +15,7 @@ from espace_api.fhir.values import split_reference
 
 RPPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 FINESS_SYSTEMS = ("http://finess.sante.gouv.fr", "urn:oid:1.2.250.1.71.4.2.2")
+CLIENT_SYSTEM = "https://espace-api.org/fhir/NamingSystem/client-id"
 
 
 def practitioner_key(value: str) -> str:
@@ -21,6 +24,10 @@ def practitioner_key(value: str) -> str:
 
 def organization_key(value: str) -> str:
     return "organization:" + value.removeprefix("finess-").removeprefix("finess:")
+
+
+def client_key(client_id: str) -> str:
+    return "client:" + client_id
 
 
 def identity_keys(identity: Identity) -> tuple[str, ...]:
@@ -51,4 +58,6 @@ def reference_key(ref: Any) -> str | None:
             return practitioner_key(value[1:] if len(value) == 12 and value[0] == "8" else value)
         if ident.get("system") in FINESS_SYSTEMS:
             return organization_key(ident["value"])
+        if ident.get("system") == CLIENT_SYSTEM:
+            return client_key(ident["value"])
     return None

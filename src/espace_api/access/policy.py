@@ -19,7 +19,8 @@ Who sees what (docs/privacy.md):
   centre and the patient has not opposed it), the space's resources, except
   documents masked from professionals (MASQUE_PS, or all documents masked), documents whose
   type the profession matrix keeps from their profession (access/matrix.py), the content of
-  those documents, and the patient's own privacy choices (Consents other than their own). A
+  those documents, health-profile entries and measurements the patient labelled MASQUE_PS
+  (meta.security), and the patient's own privacy choices (Consents other than their own). A
   Patient it has no access to only through an exact INS lookup, projected as for software.
 - messages (Communication) are seen by their participants only (docs/messaging.md): the
   patient when the space's Patient is the sender or a recipient; a professional (not
@@ -574,6 +575,12 @@ def _shared(
         return Rule("private", "a patient's privacy choices are theirs only", false())
     if rtype.name == "Subscription":
         return Rule("private", "a patient's notification settings are theirs only", false())
+    if "security-label" in rtype.by_name:  # health profile entries, measurements
+        return Rule(
+            "entry-not-masked",
+            "the entry is not hidden from professionals (MASQUE_PS in meta.security)",
+            not_(_labelled(c.resource_type, c.id, v.MASQUE_PS)),
+        )
     return Rule("space", "the space's other resources", true())
 
 

@@ -49,6 +49,9 @@ OPPOSE_BTG = "oppose-btg"  # the patient opposes break-the-glass access
 OPPOSE_SAMU = "oppose-samu"  # the patient opposes access by the emergency call-centre doctor
 BREAK_THE_GLASS = "break-the-glass"  # an emergency access, recorded by the server
 APP_GRANT = "app-grant"  # a third-party app's authorization
+# An approved service (machine client: telemonitoring, connected device, booking) the patient
+# connected: it may add their measurements and appointments.
+CONNECTED_SERVICE = "connected-service"
 CONSENT_KINDS = frozenset(
     {
         CARE_RELATIONSHIP,
@@ -59,6 +62,7 @@ CONSENT_KINDS = frozenset(
         OPPOSE_SAMU,
         BREAK_THE_GLASS,
         APP_GRANT,
+        CONNECTED_SERVICE,
     }
 )
 # access_rules.kind of a mask Consent without provision.data: every document is hidden.

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -234,4 +235,33 @@ notification_outbox = Table(
     Column("next_attempt", DateTime(timezone=True), nullable=False),
     Column("last_error", Text, nullable=True),
     Column("done_at", DateTime(timezone=True), nullable=True),
+)
+
+# One row per measured value of an Observation (profile/measurements.py), in the code's
+# canonical UCUM unit, written with the resource: `$lastn` and `$daily-summary` read it, and
+# its unique index keeps a device's repeated measurement from being stored twice.
+observation_values = Table(
+    "observation_values",
+    metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("resource_id", Text, primary_key=True),
+    Column("code", Text, primary_key=True),
+    Column("effective", DateTime(timezone=True), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("unit", Text, nullable=False),
+    Column("device", Text, nullable=False),
+    Index("ux_observation_values_once", "patient_id", "device", "code", "effective", unique=True),
+    Index("ix_observation_values_series", "patient_id", "code", "effective"),
+)
+
+# Prevention reminders already written (profile/reminders): one per patient, rule and due
+# period, so that running the reminders again issues nothing twice.
+reminders_issued = Table(
+    "reminders_issued",
+    metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("rule_id", Text, primary_key=True),
+    Column("due_period", Text, primary_key=True),
+    Column("communication_id", Text, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
 )

@@ -25,7 +25,7 @@ from espace_api.fhir.values import split_reference
 from espace_api.lifecycle.state import check_accepts_deposits
 from espace_api.metrics.counters import DEPOSITS
 from espace_api.resources.behaviour import HookContext, TypeBehaviour, WriteEvent
-from espace_api.resources.results import Result, version_headers
+from espace_api.resources.results import Result, replayed
 from espace_api.storage import repository
 from espace_api.storage.document_repository import documents_with_identifier
 from espace_api.storage.repository import StoredRow
@@ -133,15 +133,14 @@ class DocumentRules(TypeBehaviour):
             )
             if visible is None or visible.json is None:
                 continue
-            result = Result(
-                200,
+            return replayed(
+                rules.DOCREF,
+                row.id,
                 visible.json,
-                resource_type=rules.DOCREF,
-                id=row.id,
-                version_id=visible.version_id,
-                last_updated=visible.last_updated,
+                visible.version_id,
+                visible.last_updated,
+                ctx.base,
             )
-            return version_headers(result, ctx.base, location=True)
         raise FhirError.conflict(
             f"masterIdentifier {system}|{value} is already used by another document of this "
             "patient",

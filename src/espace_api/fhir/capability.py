@@ -25,6 +25,11 @@ OPERATIONS = {
         ("deposit-status", f"{OWN_OPERATIONS}/DocumentReference-deposit-status"),
     ],
     "Consent": [("revoke", f"{OWN_OPERATIONS}/Consent-revoke")],  # an app's grant (smart/)
+    # Measurements (issue 12, profile/operations.py).
+    "Observation": [
+        ("lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn"),
+        ("daily-summary", f"{OWN_OPERATIONS}/Observation-daily-summary"),
+    ],
 }
 EXPLAIN = ("explain", f"{OWN_OPERATIONS}/Resource-explain")
 # The access history: read-only, not a stored resource type (audit/service.py).

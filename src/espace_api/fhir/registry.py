@@ -108,6 +108,133 @@ NAME = _p("name", "string", "name", doc="Any part of the name")
 FAMILY = _p("family", "string", "name.family")
 GIVEN = _p("given", "string", "name.given")
 
+# The health profile, measurements and agenda (issue 12; profile/ holds their write rules).
+PATIENT = _p("patient", "reference", "patient", targets=("Patient",))
+SUBJECT_PATIENT = _p("patient", "reference", "subject", targets=("Patient",))
+CLINICAL_STATUS = _p("clinical-status", "token", "clinicalStatus")
+# meta.security with the DMP visibility codes: the patient hides one entry of their profile
+# from professionals (MASQUE_PS), read by the access policy as for a document's securityLabel.
+META_SECURITY = _p(
+    "security-label",
+    "token",
+    "meta.security",
+    doc="Visibility label in meta.security (MASQUE_PS: hidden from professionals)",
+)
+PROFILE_TYPES = (
+    ResourceType(
+        "AllergyIntolerance",
+        params=(
+            IDENTIFIER,
+            PATIENT,
+            _p("code", "token", "code", "reaction.substance"),
+            _p("date", "date", "recordedDate"),
+            CLINICAL_STATUS,
+            _p("verification-status", "token", "verificationStatus"),
+            _p("category", "token", "category"),
+            _p("criticality", "token", "criticality"),
+            _p("onset", "date", "reaction.onset"),
+            META_SECURITY,
+        ),
+        compartment=("patient",),
+        documentation="An allergy or intolerance the patient records (health profile).",
+    ),
+    ResourceType(
+        "MedicationStatement",
+        params=(
+            IDENTIFIER,
+            SUBJECT_PATIENT,
+            _p("subject", "reference", "subject"),
+            _p("code", "token", "medicationCodeableConcept"),
+            _p("effective", "date", "effectiveDateTime", "effectivePeriod"),
+            _p("status", "token", "status"),
+            _p("category", "token", "category"),
+            META_SECURITY,
+        ),
+        compartment=("subject",),
+        documentation="A current or past treatment the patient records (health profile).",
+    ),
+    ResourceType(
+        "Condition",
+        params=(
+            IDENTIFIER,
+            SUBJECT_PATIENT,
+            _p("subject", "reference", "subject"),
+            _p("code", "token", "code"),
+            CLINICAL_STATUS,
+            _p("verification-status", "token", "verificationStatus"),
+            _p("category", "token", "category"),
+            _p("onset-date", "date", "onsetDateTime", "onsetPeriod"),
+            _p("abatement-date", "date", "abatementDateTime", "abatementPeriod"),
+            _p("recorded-date", "date", "recordedDate"),
+            META_SECURITY,
+        ),
+        compartment=("subject",),
+        documentation="A medical history item the patient records (health profile).",
+    ),
+    ResourceType(
+        "FamilyMemberHistory",
+        params=(
+            IDENTIFIER,
+            PATIENT,
+            _p("code", "token", "condition.code"),
+            _p("date", "date", "date"),
+            _p("relationship", "token", "relationship"),
+            _p("status", "token", "status"),
+            META_SECURITY,
+        ),
+        compartment=("patient",),
+        documentation="A relative's condition, as the patient records it (family history).",
+    ),
+    ResourceType(
+        "Immunization",
+        params=(
+            IDENTIFIER,
+            PATIENT,
+            _p("vaccine-code", "token", "vaccineCode"),
+            _p("date", "date", "occurrenceDateTime"),
+            _p("status", "token", "status"),
+            _p("lot-number", "string", "lotNumber"),
+            _p("performer", "reference", "performer.actor"),
+            META_SECURITY,
+        ),
+        compartment=("patient",),
+        documentation="A vaccination, recorded by the patient or the vaccinating professional.",
+    ),
+    ResourceType(
+        "Observation",
+        params=(
+            IDENTIFIER,
+            SUBJECT_PATIENT,
+            _p("subject", "reference", "subject"),
+            _p("code", "token", "code"),
+            _p("component-code", "token", "component.code"),
+            _p("date", "date", "effectiveDateTime", "effectiveInstant", "effectivePeriod"),
+            _p("category", "token", "category"),
+            _p("status", "token", "status"),
+            _p("device", "reference", "device"),
+            META_SECURITY,
+        ),
+        compartment=("subject",),
+        documentation="A measurement (vital signs from connected devices, LOINC + UCUM).",
+    ),
+    ResourceType(
+        "Appointment",
+        params=(
+            IDENTIFIER,
+            _p("patient", "reference", "participant.actor", targets=("Patient",)),
+            _p("actor", "reference", "participant.actor"),
+            _p("practitioner", "reference", "participant.actor", targets=("Practitioner",)),
+            _p("date", "date", "start"),
+            _p("status", "token", "status"),
+            _p("service-type", "token", "serviceType"),
+        ),
+        compartment=("participant.actor",),
+        # Cancelled, never deleted: the agenda keeps it with its status (profile/agenda.py).
+        interactions=ALL_INTERACTIONS - {"delete"},
+        documentation="An appointment in the patient's agenda (booking services or the patient).",
+    ),
+)
+
 REGISTRY: dict[str, ResourceType] = {
     rt.name: rt
     for rt in (
@@ -303,6 +430,7 @@ REGISTRY: dict[str, ResourceType] = {
             compartment=("subject",),
             documentation="A curated list: an IHE MHD SubmissionSet or Folder (ITI-66).",
         ),
+        *PROFILE_TYPES,
     )
 }
 

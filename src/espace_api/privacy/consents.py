@@ -11,6 +11,7 @@ Each Consent carries its kind in `category` (system `access.vocabulary.CONSENT_K
 | default-visibility | type = deny | default-masked (new deposits start masked) |
 | oppose-btg, oppose-samu | - | the opposition |
 | break-the-glass | actor, period (set by the server) | break-the-glass per actor |
+| connected-service | actor (a machine client by client id), period | one per client |
 
 Only an `active` Consent has rules. Unknown or missing kinds are stored with no effect.
 """
@@ -25,6 +26,8 @@ from espace_api.fhir.errors import FhirError
 from espace_api.fhir.values import date_range, format_instant, split_reference
 from espace_api.storage.access_repository import AccessRule
 
+# Kinds whose rules name actors (provision.actor).
+ACTOR_KINDS = (v.CARE_RELATIONSHIP, v.BLOCK, v.BREAK_THE_GLASS, v.CONNECTED_SERVICE)
 # Who may write each kind: patients write their own choices; professionals record their own
 # care relationship; break-the-glass is written by the server's operation only.
 PATIENT_KINDS = frozenset(
@@ -35,6 +38,7 @@ PATIENT_KINDS = frozenset(
         v.DEFAULT_VISIBILITY,
         v.OPPOSE_BTG,
         v.OPPOSE_SAMU,
+        v.CONNECTED_SERVICE,
     }
 )
 PROFESSIONAL_KINDS = frozenset({v.CARE_RELATIONSHIP})
@@ -112,7 +116,7 @@ def complete(
     max_care: timedelta,
 ) -> None:
     """Check a Consent's provision for its kind and fill in server-set values."""
-    if kind in (v.CARE_RELATIONSHIP, v.BLOCK, v.BREAK_THE_GLASS):
+    if kind in ACTOR_KINDS:
         keys = actor_keys(content)
         if not keys:
             raise FhirError.unprocessable(
@@ -126,6 +130,12 @@ def complete(
                     "organisation) only",
                     "OTHER_ACTOR",
                 )
+    if kind == v.CONNECTED_SERVICE and any(not k.startswith("client:") for k in keys):
+        raise FhirError.unprocessable(
+            f"A '{kind}' Consent names services by client id ({actors.CLIENT_SYSTEM})",
+            "INVALID_CONSENT",
+            [f"{WHERE}.actor"],
+        )
     if kind == v.MASK:
         masked_documents(content)  # validates the references
     if kind == v.CARE_RELATIONSHIP:
@@ -148,7 +158,7 @@ def rules_of(content: dict[str, Any] | None) -> list[AccessRule]:
         return []
     kind = v.consent_kind(content)
     start, end = _period(content)
-    if kind in (v.CARE_RELATIONSHIP, v.BLOCK, v.BREAK_THE_GLASS):
+    if kind in ACTOR_KINDS:
         return [AccessRule(kind, key, start, end) for key in actor_keys(content)]
     if kind == v.MASK and not _provision(content).get("data"):
         return [AccessRule(v.MASK_ALL, "", start, end)]

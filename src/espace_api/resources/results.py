@@ -40,3 +40,18 @@ def version_headers(
 def meta_for(version_id: int, last_updated: datetime) -> dict[str, str]:
     """The server-owned part of Resource.meta."""
     return {"versionId": str(version_id), "lastUpdated": format_instant(last_updated)}
+
+
+def replayed(
+    resource_type: str, id_: str, json: str, version_id: int, last_updated: datetime, base: str
+) -> Result:
+    """A stored resource answering a repeated create (200, with Location and ETag)."""
+    result = Result(
+        200,
+        json,
+        resource_type=resource_type,
+        id=id_,
+        version_id=version_id,
+        last_updated=last_updated,
+    )
+    return version_headers(result, base, location=True)

@@ -1,0 +1,1 @@
+"""The rest of a person's space (issue 12): health profile, measurements, agenda, reminders."""
