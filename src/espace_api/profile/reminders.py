@@ -4,7 +4,8 @@ Walks the active spaces in patient-id batches (keyset: constant memory however m
 are), evaluates the rules (profile/prevention.py) for each person from their birth date, sex
 and completed Immunizations, and writes each reminder due and not yet issued as a
 Communication to the patient (category `reminder`: it shows among their messages), with its
-search indexes, an audit event and a `reminders_issued` row, one transaction and one COPY per
+search indexes, its message and recipient rows (messaging: the patient reads it as a
+message), an audit event and a `reminders_issued` row, one transaction and one COPY per
 table per batch. Running it again (or twice at once: an advisory lock serialises batches)
 issues nothing twice: a reminder is issued once per rule and due period.
 """
@@ -14,13 +15,21 @@ from collections import defaultdict
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from espace_api.audit import recorder
 from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
-from espace_api.db.schema import audit_events, reminders_issued, resource_versions, resources
+from espace_api.db.schema import (
+    audit_events,
+    message_participants,
+    messages,
+    reminders_issued,
+    resource_versions,
+    resources,
+)
 from espace_api.fhir import indexing
 from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.values import date_range, format_instant
@@ -92,6 +101,10 @@ class _Batch:
         self.index: dict[Table, list[dict[str, Any]]] = defaultdict(list)
         self.audits: list[dict[str, Any]] = []
         self.issued: list[dict[str, Any]] = []
+        # Each reminder is a message of its own thread with the patient as its recipient
+        # (messaging/: the participants are who may read it).
+        self.messages: list[dict[str, Any]] = []
+        self.participants: list[dict[str, Any]] = []
 
     def tables(self) -> list[tuple[Table, list[dict[str, Any]]]]:
         """Every table's rows, in the order they are written."""
@@ -99,6 +112,8 @@ class _Batch:
             (resources, self.current),
             (resource_versions, self.versions),
             *self.index.items(),
+            (messages, self.messages),
+            (message_participants, self.participants),
             (audit_events, self.audits),
             (reminders_issued, self.issued),
         ]
@@ -136,6 +151,17 @@ class _Batch:
             resource_id=id_,
             patient_ids=[patient_id],
             now=now,
+        )
+        self.messages.append({"patient_id": patient_id, "id": id_, "thread_id": id_, "sent": now})
+        self.participants.append(
+            {
+                "patient_id": patient_id,
+                "message_id": id_,
+                "role": "recipient",
+                "actor": f"patient:{patient_id}",
+                "reference": orjson.dumps(content["recipient"][0]).decode(),  # as written
+                "received": None,
+            }
         )
         self.issued.append(
             {
