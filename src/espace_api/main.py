@@ -29,6 +29,7 @@ from espace_api.lifecycle import routes as lifecycle_routes
 from espace_api.lifecycle import setup as lifecycle_setup
 from espace_api.metrics import counters
 from espace_api.metrics import routes as metrics_routes
+from espace_api.openapi import document as openapi_document
 from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
 from espace_api.resources.behaviour import Behaviours
@@ -124,4 +125,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(lifecycle_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(fhir_routes.router)
+    app.openapi = lambda: openapi_document.build(app)  # type: ignore[method-assign]
     return app

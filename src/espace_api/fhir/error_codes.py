@@ -1,0 +1,135 @@
+"""Every stable error code a refusal carries in `OperationOutcome.issue.details.coding`
+(system `fhir.errors.ERROR_SYSTEM`), with the statuses it comes with and what it means.
+
+The OpenAPI document publishes this catalogue as an enumeration a client can switch on
+(`ErrorCode`) and lists, under each response status, the codes it may carry.
+tests/test_openapi_document.py fails when a code raised in src/ is missing here.
+"""
+
+from typing import NamedTuple
+
+
+class ErrorCode(NamedTuple):
+    statuses: tuple[int, ...]
+    meaning: str
+
+
+_BAD = "malformed request or resource (`expression` names the element)"
+_TOKEN = "missing or invalid token (`WWW-Authenticate: Bearer error=...`; see docs/auth.md)"
+_PRIVACY = "a privacy rule refuses this caller (docs/privacy.md)"
+_PATCH = "a patch cannot apply"
+_MHD = "a deposited document breaks an IHE MHD / PDSm rule (docs/documents.md)"
+_ENROL = "an enrolment NDJSON line was refused (per-line report of `$enrol`)"
+
+ERROR_CODES: dict[str, ErrorCode] = {
+    # 400
+    "BAD_REQUEST": ErrorCode((400,), _BAD),
+    "INVALID_JSON": ErrorCode((400,), "the body is not JSON"),
+    "INVALID_RESOURCE": ErrorCode((400, 422), "the resource fails FHIR validation"),
+    "WRONG_RESOURCE_TYPE": ErrorCode((400,), "resourceType does not match the endpoint"),
+    "ID_MISMATCH": ErrorCode((400,), "the body's id differs from the URL's"),
+    "INVALID_SEARCH": ErrorCode((400,), "a search parameter's value cannot be parsed"),
+    "UNKNOWN_PARAMETER": ErrorCode((400,), "unknown search parameter (Prefer: handling=strict)"),
+    "INVALID_PARAMETER": ErrorCode((400,), "an operation parameter is invalid"),
+    "INVALID_BUNDLE": ErrorCode((400,), "a batch/transaction Bundle is malformed"),
+    "INVALID_ETAG": ErrorCode((400,), "If-Match is not a weak ETag W/\"n\""),
+    "INVALID_PATCH": ErrorCode((400, 422), "the patch document is malformed"),
+    "UPDATE_CREATE_NOT_ALLOWED": ErrorCode((400,), "PUT may not create this type"),
+    "SECURITY_CONTEXT_REQUIRED": ErrorCode((400,), "raw Binary needs X-Security-Context"),
+    "BTG_REASON_REQUIRED": ErrorCode((400,), "break-the-glass needs a reason"),
+    "INVALID_CLIENT": ErrorCode((400,), "client registration refused"),
+    "INVALID_CONTENT_KEY": ErrorCode((400,), "a blob key is malformed"),
+    # 401
+    "UNAUTHORIZED": ErrorCode((401,), _TOKEN),
+    "TOKEN_MISSING": ErrorCode((401,), _TOKEN),
+    "TOKEN_MALFORMED": ErrorCode((401,), _TOKEN),
+    "TOKEN_ALGORITHM": ErrorCode((401,), _TOKEN),
+    "TOKEN_KID": ErrorCode((401,), _TOKEN),
+    "TOKEN_KEY": ErrorCode((401,), _TOKEN),
+    "TOKEN_SIGNATURE": ErrorCode((401,), _TOKEN),
+    "TOKEN_ISSUER": ErrorCode((401,), _TOKEN),
+    "TOKEN_AUDIENCE": ErrorCode((401,), _TOKEN),
+    "TOKEN_EXPIRED": ErrorCode((401,), _TOKEN),
+    "TOKEN_NOT_YET_VALID": ErrorCode((401,), _TOKEN),
+    "TOKEN_LIFETIME": ErrorCode((401,), _TOKEN),
+    "TOKEN_CLAIMS": ErrorCode((401,), _TOKEN),
+    "ASSERTION_CLAIMS": ErrorCode((401,), "a client assertion's claims are wrong"),
+    # 403
+    "FORBIDDEN": ErrorCode((403,), "the token does not grant this"),
+    "INSUFFICIENT_SCOPE": ErrorCode((403,), "no granted scope covers this interaction"),
+    "OTHER_PATIENT": ErrorCode((403,), "a patient token writing in another space"),
+    "FORBIDDEN_TYPE": ErrorCode((403,), "this kind of caller never handles this type"),
+    "PATIENT_NOT_FOUND": ErrorCode((403,), "the token's patient is unknown"),
+    "OPERATOR_ONLY": ErrorCode((403,), "operator rights are required"),
+    "PATIENT_LOOKUP_ONLY": ErrorCode((403,), "software finds a Patient by exact INS only"),
+    "INS_READ_ONLY": ErrorCode((403,), "only an operator changes an INS"),
+    "ENROLMENT_OPERATOR_ONLY": ErrorCode((403,), "creating a Patient is an operator's act"),
+    "OTHER_ACTOR": ErrorCode((403,), _PRIVACY),
+    "CONSENT_KIND_NOT_ALLOWED": ErrorCode((403,), _PRIVACY),
+    "LABEL_CHANGE_NOT_ALLOWED": ErrorCode((403,), _PRIVACY),
+    "BTG_NOT_ALLOWED": ErrorCode((403,), _PRIVACY),
+    "BLOCKED": ErrorCode((403,), _PRIVACY),
+    "BTG_OPPOSED": ErrorCode((403,), _PRIVACY),
+    # 404
+    "NOT_FOUND": ErrorCode((404,), "no such resource, or not visible to this caller"),
+    "CLIENT_NOT_FOUND": ErrorCode((404,), "unknown client id"),
+    "CONTENT_NOT_FOUND": ErrorCode((404,), "document content is missing"),
+    # 405, 406
+    "METHOD_NOT_ALLOWED": ErrorCode((405,), "interaction not supported on this path"),
+    "NOT_ACCEPTABLE": ErrorCode((406,), "Accept or _format asks for a format not produced"),
+    # 409
+    "CONFLICT": ErrorCode((409,), "a concurrent change conflicts: retry"),
+    "ID_CONFLICT": ErrorCode((409,), "a conditional update's id does not match"),
+    "INS_CONFLICT": ErrorCode((409,), "another Patient already holds this INS"),
+    "DUPLICATE_DOCUMENT": ErrorCode((409,), "the masterIdentifier is taken by other content"),
+    "DOCUMENT_NOT_CURRENT": ErrorCode((409,), "the superseded document is not current"),
+    "INVALID_TRANSITION": ErrorCode((409,), "space state change not allowed from this state"),
+    "CONTENT_REFERENCED": ErrorCode((409,), "document content is still referenced"),
+    # 410, 412, 413, 415, 416
+    "GONE": ErrorCode((410,), "the resource was deleted"),
+    "PRECONDITION_FAILED": ErrorCode((412,), "If-Match does not match"),
+    "VERSION_CONFLICT": ErrorCode((412,), "If-Match does not match the current version"),
+    "AMBIGUOUS_MATCH": ErrorCode((412,), "a conditional interaction matches several resources"),
+    "AMBIGUOUS_REFERENCE": ErrorCode((412,), "a conditional reference matches several"),
+    "BODY_TOO_LARGE": ErrorCode((413,), "body above MAX_BODY_BYTES"),
+    "TOO_MANY_ENTRIES": ErrorCode((413,), "a Bundle above MAX_BUNDLE_ENTRIES entries"),
+    "CONTENT_TOO_LARGE": ErrorCode((413,), "document content above the size limit"),
+    "UNSUPPORTED_MEDIA_TYPE": ErrorCode((415,), "wrong Content-Type"),
+    "RANGE_NOT_SATISFIABLE": ErrorCode((416,), "a Range outside the document"),
+    # 422
+    "UNPROCESSABLE": ErrorCode((422,), "a business rule refused the content"),
+    "REFERENCE_NOT_FOUND": ErrorCode((422,), "a reference points at nothing visible"),
+    "INVALID_REFERENCE": ErrorCode((422,), "a reference is malformed or of the wrong type"),
+    "INVALID_PATCH_PATH": ErrorCode((422,), _PATCH),
+    "UNSUPPORTED_PATH": ErrorCode((422,), _PATCH),
+    "PATCH_TEST_FAILED": ErrorCode((422,), _PATCH),
+    "INVALID_CONSENT": ErrorCode((422,), "a Consent's provision does not fit its kind"),
+    "CONTENT_TYPE_NOT_ALLOWED": ErrorCode((415, 422), _MHD),
+    "CONTENT_TYPE_MISMATCH": ErrorCode((422,), _MHD),
+    "MISSING_METADATA": ErrorCode((422,), _MHD),
+    "SIZE_MISMATCH": ErrorCode((422,), _MHD),
+    "HASH_MISMATCH": ErrorCode((422,), _MHD),
+    "REPLACES_OTHER_PATIENT": ErrorCode((422,), _MHD),
+    "BINARY_PATIENT_REQUIRED": ErrorCode((422,), _MHD),
+    "BINARY_OTHER_PATIENT": ErrorCode((422,), _MHD),
+    "ATTACHMENT_URL_NOT_SUPPORTED": ErrorCode((422,), _MHD),
+    "SUPERSEDE_CHANGES_OTHER": ErrorCode((422,), "superseding also changes other elements"),
+    "PATIENT_SPACE_CLOSED": ErrorCode((422,), "the patient's space is closed"),
+    "PATIENT_OPPOSED": ErrorCode((422,), "the patient opposed the creation of their space"),
+    "PATIENT_UNKNOWN": ErrorCode((422,), "no Patient has this INS or id"),
+    # Per-line codes of the $enrol NDJSON report.
+    "INS_REQUIRED": ErrorCode((200,), _ENROL),
+    "INVALID_INS": ErrorCode((200,), _ENROL),
+    "DUPLICATE_INS": ErrorCode((200,), _ENROL),
+    "LINE_TOO_LONG": ErrorCode((200,), _ENROL),
+    # 429, 500, 503
+    "RATE_LIMITED": ErrorCode((429,), "a machine client above its rate (see Retry-After)"),
+    "INTERNAL_ERROR": ErrorCode((500,), "a bug; nothing of it reaches the client but this"),
+    "DRAINING": ErrorCode((503,), "the instance is shutting down: retry"),
+    "REQUEST_TIMEOUT": ErrorCode((503,), "the request ran too long and was stopped"),
+}
+
+
+def codes_for(status: int) -> list[str]:
+    """The codes a response of this status may carry, in catalogue order."""
+    return [code for code, entry in ERROR_CODES.items() if status in entry.statuses]
