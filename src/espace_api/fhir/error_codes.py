@@ -32,7 +32,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "UNKNOWN_PARAMETER": ErrorCode((400,), "unknown search parameter (Prefer: handling=strict)"),
     "INVALID_PARAMETER": ErrorCode((400,), "an operation parameter is invalid"),
     "INVALID_BUNDLE": ErrorCode((400,), "a batch/transaction Bundle is malformed"),
-    "INVALID_ETAG": ErrorCode((400,), "If-Match is not a weak ETag W/\"n\""),
+    "INVALID_ETAG": ErrorCode((400,), 'If-Match is not a weak ETag W/"n"'),
     "INVALID_PATCH": ErrorCode((400, 422), "the patch document is malformed"),
     "UPDATE_CREATE_NOT_ALLOWED": ErrorCode((400,), "PUT may not create this type"),
     "SECURITY_CONTEXT_REQUIRED": ErrorCode((400,), "raw Binary needs X-Security-Context"),

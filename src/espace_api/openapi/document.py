@@ -68,6 +68,16 @@ HEADER_DOCS = {
 }
 
 
+DEFAULT_RESPONSE: Doc = {
+    "description": "Any other refusal: an OperationOutcome (`/auth/token`: an OAuth2 error "
+    "object `{error, error_description}`)",
+    "content": {
+        FHIR_JSON: {"schema": ref("OperationOutcome")},
+        "application/json": {"schema": {"type": "object"}},
+    },
+}
+
+
 def build(app: FastAPI) -> Doc:
     """The complete OpenAPI document of the app (cached on the app)."""
     if app.openapi_schema:
@@ -93,6 +103,10 @@ def complete(doc: Doc) -> None:
     schemas["ErrorCode"] = _error_code_schema()
     components["responses"] = {f"Error{s}": _error_response(s) for s in STATUS_TEXT if s != 304}
     components["securitySchemes"] = _security_schemes()
+    components["headers"] = {
+        n: {"description": d, "schema": {"type": "string"}} for n, d in HEADER_DOCS.items()
+    }
+    components["parameters"] = {p["name"]: p for p in SHARED_PARAMETERS}
     for path, item in doc.get("paths", {}).items():
         for method, op in item.items():
             _complete_operation(path, method.upper(), op)
@@ -174,6 +188,14 @@ def _complete_operation(path: str, method: str, op: Doc) -> None:
     rtype, interaction = _classify(path, method)
     responses: Doc = op.setdefault("responses", {})
     responses.pop("422", None)  # FastAPI's validation error; the server answers 400 instead
+    responses["default"] = DEFAULT_RESPONSE
+    if path == "/metadata":
+        responses["200"] = {"description": "CapabilityStatement", "content": _fhir(ref("Resource"))}
+    if path == "/metrics":
+        responses["200"] = {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
     if not secured:
         return
     letter, extra = INTERACTIONS.get(interaction, ("", ()))
@@ -215,7 +237,7 @@ def _fhir(schema: Doc, *, xml: bool = True) -> Doc:
 
 
 def _headers(*names: str) -> Doc:
-    return {n: {"description": HEADER_DOCS[n], "schema": {"type": "string"}} for n in names}
+    return {n: {"$ref": f"#/components/headers/{n}"} for n in names}
 
 
 def _success_and_body(
@@ -340,7 +362,7 @@ def _query(name: str, description: str, schema: Doc | None = None) -> Doc:
         "in": "query",
         "required": False,
         "description": description,
-        "schema": schema or {"type": "string"},
+        "schema": {"type": "string", **(schema or {})} if "type" not in (schema or {}) else schema,
     }
 
 
@@ -369,46 +391,46 @@ def _search_parameters(rtype: str | None) -> list[Doc]:
     return out
 
 
+ETAG = r'^W/"[0-9]+"$'
 CONTROL_PARAMETERS = (
-    ("_count", "Page size (default 20, at most 100)", {"type": "integer", "minimum": 0}),
-    ("_offset", "Paging offset (from the Bundle's links)", {"type": "integer", "minimum": 0}),
-    ("_sort", "Comma-separated parameter names, `-` for descending (e.g. `-_lastUpdated`)", None),
-    ("_include", "`Type:param[:target]`: add what results reference", None),
-    ("_revinclude", "`Type:param[:target]`: add what references the results", None),
-    (
-        "_summary",
-        "Subset of elements",
-        {"type": "string", "enum": ["true", "false", "text", "data", "count"]},
-    ),
-    ("_elements", "Comma-separated elements to return", None),
-    ("_total", "Whether to count", {"type": "string", "enum": ["none", "estimate", "accurate"]}),
+    _query("_count", "Page size (default 20, at most 100)", {"type": "integer", "minimum": 0}),
+    _query("_offset", "Paging offset (from the Bundle's links)", {"type": "integer", "minimum": 0}),
+    _query("_sort", "Comma-separated parameter names, `-` for descending (`-_lastUpdated`)"),
+    _query("_include", "`Type:param[:target]`: add what results reference"),
+    _query("_revinclude", "`Type:param[:target]`: add what references the results"),
+    _query("_summary", "Subset of elements", {"enum": ["true", "false", "text", "data", "count"]}),
+    _query("_elements", "Comma-separated elements to return"),
+    _query("_total", "Whether to count", {"enum": ["none", "estimate", "accurate"]}),
 )
+HISTORY_PARAMETERS = (_query("_since", "Versions written at or after this instant"),)
+HEADER_PARAMETERS = (
+    _header("If-None-Match", "304 when the version is still this ETag", ETAG),
+    _header("If-Modified-Since", "304 when unchanged since this HTTP date"),
+    _header("If-None-Exist", "Conditional create: a search query (`identifier=system|value`)"),
+    _header("X-Security-Context", "`Patient/{id}` the raw content belongs to"),
+    _header("If-Match", "The version the change applies to (412 otherwise)", ETAG),
+)
+SHARED_PARAMETERS = (*CONTROL_PARAMETERS, *HISTORY_PARAMETERS, *HEADER_PARAMETERS)
+
+
+def _shared(*names: str) -> list[Doc]:
+    return [{"$ref": f"#/components/parameters/{n}"} for n in names]
 
 
 def _parameters(path: str, rtype: str | None, interaction: str) -> list[Doc]:
     if interaction == "search" and not path.endswith("_search"):
         params = _search_parameters(rtype)
         if rtype in REGISTRY:
-            params += [_query(n, d, s) for n, d, s in CONTROL_PARAMETERS]
+            params += _shared(*(p["name"] for p in CONTROL_PARAMETERS))
         return params
     if interaction == "history":
-        return [
-            _query("_count", "Page size", {"type": "integer", "minimum": 0}),
-            _query("_since", "Versions written at or after this instant", {"type": "string"}),
-        ]
-    etag = r'^W/"[0-9]+"$'
+        return _shared("_count", "_since")
     if interaction == "read":
-        return [
-            _header("If-None-Match", "304 when the version is still this ETag", etag),
-            _header("If-Modified-Since", "304 when unchanged since this HTTP date"),
-        ]
+        return _shared("If-None-Match", "If-Modified-Since")
     if interaction == "create":
-        out = [_header("If-None-Exist", "Conditional create: a search query (`identifier=s|v`)")]
-        if rtype == "Binary":
-            out.append(_header("X-Security-Context", "`Patient/{id}` for raw content"))
-        return out
+        return _shared("If-None-Exist", *(["X-Security-Context"] if rtype == "Binary" else []))
     if interaction in ("update", "patch", "delete"):
-        return [_header("If-Match", "Version the change applies to (412 otherwise)", etag)]
+        return _shared("If-Match")
     return []
 
 
@@ -421,7 +443,7 @@ def _attach_examples(op: Doc, example: examples.Example) -> None:
             }
     if example.query:
         for param in op.get("parameters", []):
-            if param["name"] in example.query:
+            if param.get("name") in example.query:
                 param["example"] = example.query[param["name"]]
     if example.response is not None:
         content = op["responses"]["200"]["content"][FHIR_JSON]

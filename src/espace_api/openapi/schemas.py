@@ -140,7 +140,8 @@ class SchemaBuilder:
         annotation = _strip_optional(annotation)
         if typing.get_origin(annotation) in (list, typing.List):  # noqa: UP006
             (item,) = typing.get_args(annotation)
-            return {"type": "array", "items": self._field(item, extra)}
+            # FHIR JSON: arrays are never empty
+            return {"type": "array", "minItems": 1, "items": self._field(item, extra)}
         enum = extra.get("enum_values")
         schema = self._type(annotation)
         if enum and schema == ref("code"):
