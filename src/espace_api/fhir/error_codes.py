@@ -54,6 +54,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "TOKEN_LIFETIME": ErrorCode((401,), _TOKEN),
     "TOKEN_CLAIMS": ErrorCode((401,), _TOKEN),
     "ASSERTION_CLAIMS": ErrorCode((401,), "a client assertion's claims are wrong"),
+    "ASSERTION_REPLAY": ErrorCode((401,), "a client assertion's jti was already used"),
+    "CLIENT_UNKNOWN": ErrorCode((401,), "the client assertion names no registered client"),
     # 403
     "FORBIDDEN": ErrorCode((403,), "the token does not grant this"),
     "INSUFFICIENT_SCOPE": ErrorCode((403,), "no granted scope covers this interaction"),
