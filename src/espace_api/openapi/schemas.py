@@ -82,6 +82,27 @@ RESOURCE: Schema = {
 }
 
 
+# Extension with its value[x] not enumerated: the full choice (~50 datatypes, each with its
+# own extensions) makes schema-driven generators (schemathesis) take minutes per body, and
+# adds ~20 datatypes used nowhere else. The server validates `value[x]` with the models.
+EXTENSION: Schema = {
+    "type": "object",
+    "description": "An extension: `url` and at most one `value[x]` of any FHIR datatype",
+    "required": ["url"],
+    "properties": {
+        "id": {"$ref": "#/components/schemas/string"},
+        "url": {"$ref": "#/components/schemas/uri"},
+        "extension": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"$ref": "#/components/schemas/Extension"},
+        },
+    },
+    "patternProperties": {"^_?value[A-Z][A-Za-z0-9]*$": {}},
+    "additionalProperties": False,
+}
+
+
 def ref(name: str) -> Schema:
     return {"$ref": REF + name}
 
@@ -99,7 +120,7 @@ class SchemaBuilder:
     """Collects component schemas, each datatype once, walking the models from the roots."""
 
     def __init__(self) -> None:
-        self.schemas: dict[str, Schema] = {"Resource": RESOURCE}
+        self.schemas: dict[str, Schema] = {"Resource": RESOURCE, "Extension": EXTENSION}
 
     def resource(self, name: str) -> Schema:
         """A `$ref` to the resource's schema, building it (and what it uses) once."""
@@ -170,6 +191,10 @@ class SchemaBuilder:
         model = get_model()
         if model.__name__ in ("Resource", "DomainResource"):
             return ref("Resource")
+        if model.__name__ == "Extension":
+            self._primitive("string")
+            self._primitive("uri")
+            return ref("Extension")
         return self._model(model)
 
     def _primitive(self, name: str) -> Schema:
