@@ -206,6 +206,8 @@ def _complete_operation(path: str, method: str, op: Doc) -> None:
         op["description"] = (
             op.get("description", "") + f"\n\nScopes: any of `{'`, `'.join(scopes)}`."
         ).strip()
+    if rtype == "Binary" and interaction == "read":
+        extra = (*extra, 416)  # Range outside the document
     for status in sorted({*COMMON_ERRORS, *extra}):
         if status == 304:
             responses["304"] = {"description": STATUS_TEXT[304]}
@@ -319,10 +321,10 @@ def _resource_body(rtype: str | None, resource: Doc) -> Doc:
 
 
 def _binary_content(rtype: str) -> Doc:
+    """A Binary read: the document's own bytes and type, or the resource as FHIR JSON."""
     return {
         FHIR_JSON: {"schema": ref(rtype)},
-        "application/pdf": {"schema": {"type": "string", "format": "binary"}},
-        "text/plain": {"schema": {"type": "string"}},
+        "*/*": {"schema": {"type": "string", "format": "binary"}},
     }
 
 

@@ -83,8 +83,8 @@ RESOURCE: Schema = {
 
 
 # Extension with its value[x] not enumerated: the full choice (~50 datatypes, each with its
-# own extensions) makes schema-driven generators (schemathesis) take minutes per body, and
-# adds ~20 datatypes used nowhere else. The server validates `value[x]` with the models.
+# own extensions, inside every element) makes schema-driven generators (schemathesis) take
+# minutes per body. The server validates `value[x]` with the models.
 EXTENSION: Schema = {
     "type": "object",
     "description": "An extension: `url` and at most one `value[x]` of any FHIR datatype",
@@ -101,6 +101,10 @@ EXTENSION: Schema = {
     "patternProperties": {"^_?value[A-Z][A-Za-z0-9]*$": {}},
     "additionalProperties": False,
 }
+
+
+# The `_field` of a primitive (its id and extensions) is FHIR's Element.
+RENAMED = {"FHIRPrimitiveExtension": "Element"}
 
 
 def ref(name: str) -> Schema:
@@ -128,7 +132,7 @@ class SchemaBuilder:
         return self._model(model, resource=True)
 
     def _model(self, model: type[BaseModel], *, resource: bool = False) -> Schema:
-        name = model.__name__
+        name = RENAMED.get(model.__name__, model.__name__)
         if name not in self.schemas:
             self.schemas[name] = {}  # placeholder: recursive datatypes (Extension, Identifier)
             self.schemas[name] = self._object(model, resource)
@@ -161,8 +165,11 @@ class SchemaBuilder:
         annotation = _strip_optional(annotation)
         if typing.get_origin(annotation) in (list, typing.List):  # noqa: UP006
             (item,) = typing.get_args(annotation)
+            items = self._field(item, extra)
+            if _strip_optional(item) is not item:  # `_given`: null where a value has none
+                items = {"anyOf": [items, {"type": "null"}]}
             # FHIR JSON: arrays are never empty
-            return {"type": "array", "minItems": 1, "items": self._field(item, extra)}
+            return {"type": "array", "minItems": 1, "items": items}
         enum = extra.get("enum_values")
         schema = self._type(annotation)
         if enum and schema == ref("code"):
