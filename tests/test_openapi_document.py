@@ -106,3 +106,23 @@ async def test_empty_required_array_is_refused(client, auth) -> None:
     issue = answer.json()["issue"][0]
     assert issue["details"]["coding"][0]["code"] == "INVALID_RESOURCE"
     assert issue["expression"] == ["Consent.category"]
+
+
+async def test_nul_and_control_characters_are_client_errors(client, auth) -> None:
+    """Found by the fuzzer: a NUL in JSON or in a search value was a 500 (Postgres refuses
+    it); a form feed echoed in `diagnostics` made the OperationOutcome invalid FHIR."""
+    operator = await auth.operator()
+    json_nul = await client.post(
+        "/Binary",
+        headers={**operator, "Content-Type": "application/fhir+json"},
+        content=b'{"resourceType": "Binary", "contentType": "text/plain\\u0000"}',
+    )
+    assert json_nul.status_code == 400, json_nul.text
+    assert json_nul.json()["issue"][0]["details"]["coding"][0]["code"] == "INVALID_JSON"
+    query_nul = await client.get("/Patient", params={"name": "a\x00b"}, headers=operator)
+    assert query_nul.status_code == 400, query_nul.text
+    path_nul = await client.get("/Patient/a%00b", headers=operator)
+    assert path_nul.status_code == 400, path_nul.text
+    feed = await client.get("/Communication/w%0Cx", headers=operator)
+    assert feed.status_code == 404
+    assert "\x0c" not in feed.json()["issue"][0]["diagnostics"]

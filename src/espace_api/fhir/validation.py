@@ -18,9 +18,12 @@ PAYLOAD_FIELDS = {"Binary": "data"}
 def parse_json(body: bytes) -> Any:
     """Decode a JSON body or raise 400."""
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise FhirError.bad_request(f"Body is not valid JSON: {exc}", "INVALID_JSON") from None
+    if b"\\u0000" in body:  # Postgres text and jsonb cannot hold NUL (it was a 500)
+        raise FhirError.bad_request("Strings cannot contain NUL (\\u0000)", "INVALID_JSON")
+    return parsed
 
 
 def _expression(resource_type: str, loc: tuple[Any, ...]) -> str:
