@@ -78,6 +78,32 @@ DEFAULT_RESPONSE: Doc = {
 }
 
 
+TOKEN_REQUEST: Doc = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "required": ["grant_type", "client_assertion_type", "client_assertion"],
+                "properties": {
+                    "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                    "client_assertion_type": {
+                        "type": "string",
+                        "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"],
+                    },
+                    "client_assertion": {
+                        "type": "string",
+                        "description": "JWT signed with the client's registered key "
+                        "(iss = sub = client_id, aud = token URL, exp <= 5 min, fresh jti)",
+                    },
+                    "scope": {"type": "string", "description": "space-separated SMART scopes"},
+                },
+            }
+        }
+    },
+}
+
+
 def build(app: FastAPI) -> Doc:
     """The complete OpenAPI document of the app (cached on the app)."""
     if app.openapi_schema:
@@ -196,6 +222,8 @@ def _complete_operation(path: str, method: str, op: Doc) -> None:
             "description": "Prometheus text format",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         }
+    if path == TOKEN_URL:
+        op["requestBody"] = TOKEN_REQUEST
     if not secured:
         return
     letter, extra = INTERACTIONS.get(interaction, ("", ()))
