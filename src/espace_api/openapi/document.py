@@ -327,9 +327,9 @@ def _operation_responses(path: str, method: str) -> tuple[Doc, Doc | None]:
     name = path.rsplit("$", 1)[-1]
     body: Doc | None = None
     schema = ref("Resource")
-    if name in ("everything", "deposit-status"):
+    if name == "everything":
         schema = ref("Bundle")
-    elif name == "explain":
+    elif name in ("explain", "deposit-status"):
         schema = ref("Parameters")
     elif name == "enrol":
         ndjson = {"schema": {"type": "string"}}
