@@ -27,8 +27,8 @@ run: install ## migrate and serve on http://127.0.0.1:8000 (embedded Postgres wi
 test: install lint compat/js/node_modules/.installed ## full suite against a real Postgres (DATABASE_URL or embedded)
 	$(BIN)/pytest
 
-fuzz: install ## the hostile-query property suite, long run (5,000 examples; make test runs 120)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_no_query_widens_access.py
+fuzz: install ## hostile-query property suite (5,000 examples; make test runs 120) + schemathesis on every operation
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_no_query_widens_access.py tests/openapi/test_fuzz.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,59 +4,26 @@ With DATABASE_URL set, a new database is created on that server for the run and 
 after; without it, an embedded Postgres (pgserver) is started in a temporary directory.
 """
 
-import asyncio
-import os
-import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from espace_api.config import Settings
-from espace_api.db.embedded import start_embedded
-from espace_api.db.migrate import upgrade
 from espace_api.main import create_app
 from tests.support.auth import AuthFactory
+from tests.support.databases import fresh_database, server_url
 
 BASE = "http://test"
-
-
-def _server_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    return start_embedded(tempfile.mkdtemp(prefix="espace-test-pg-"))
-
-
-def _asyncpg_dsn(url: str) -> str:
-    u = make_url(url).set(drivername="postgresql")
-    return u.render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A new empty database, migrated to the latest schema."""
-    server = _server_url()
-    name = f"espace_test_{uuid.uuid4().hex[:10]}"
-    admin = _asyncpg_dsn(server)
-
-    async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(server_url()) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ from espace_api.messaging import routes as messaging_routes
 from espace_api.messaging import setup as messaging_setup
 from espace_api.metrics import counters
 from espace_api.metrics import routes as metrics_routes
+from espace_api.openapi import document as openapi_document
 from espace_api.privacy import routes as privacy_routes
 from espace_api.privacy import setup as privacy_setup
 from espace_api.profile import routes as profile_routes
@@ -141,4 +142,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(profile_routes.router)  # Observation/$lastn before Observation/{id}
     app.include_router(metrics_routes.router)
     app.include_router(fhir_routes.router)
+    app.openapi = lambda: openapi_document.build(app)  # type: ignore[method-assign]
     return app

@@ -85,12 +85,18 @@ async def _integrity_error(_: Request, exc: Exception) -> Response:
     )
 
 
+# Text Postgres refuses (a NUL character in a parameter or in JSON): the client's data.
+UNSTORABLE_TEXT = ("22021", "22P05")
+
+
 async def _db_error(_: Request, exc: Exception) -> Response:
-    # Serialization failures and deadlocks are retryable conflicts; an unreachable database
-    # is a 503; anything else is a 500.
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    # Serialization failures and deadlocks are retryable conflicts; text Postgres cannot
+    # store is the client's; an unreachable database is a 503; anything else is a 500.
+    sqlstate = _sqlstate(exc)
     if sqlstate in ("40001", "40P01"):
         return await _integrity_error(_, exc)
+    if sqlstate in UNSTORABLE_TEXT:
+        return _unstorable()
     if unavailable(exc):
         return _unavailable(exc)
     log.error("database error %s (sqlstate %s)", type(exc).__name__, sqlstate)
@@ -122,8 +128,23 @@ def _failure(exc: BaseException) -> Response:
     else a 500 (logged by type and place only)."""
     if unavailable(exc):
         return _unavailable(exc)
+    if _sqlstate(exc) in UNSTORABLE_TEXT:
+        # The fast read path (api/fast_read.py) and raw asyncpg queries are outside the
+        # exception handlers: a NUL in a search value or an id reaches Postgres there.
+        return _unstorable()
     _log_unexpected(exc)
     return _internal()
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """Postgres' SQLSTATE of a SQLAlchemy error (its `orig`) or of a raw asyncpg one."""
+    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def _unstorable() -> Response:
+    message = "The request contains characters that cannot be stored (NUL)"
+    return outcome_response(400, operation_outcome("invalid", message, "BAD_REQUEST"))
 
 
 def _internal() -> Response:

@@ -252,6 +252,18 @@ async def vread_binary(id: str, vid: str, request: Request, identity: Caller) ->
     dependencies=SECURED,
     response_class=Response,
     operation_id="DocumentReference_deposit_status",
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "masterIdentifier",
+                "in": "query",
+                "required": True,
+                "description": "`system|value` of a deposited document, repeated or "
+                "comma-separated (at most 100)",
+                "schema": {"type": "string", "pattern": "^[^|]*\\|.+$"},
+            }
+        ]
+    },
 )
 async def deposit_status(request: Request, identity: Caller) -> Response:
     """`masterIdentifier=system|value`, repeated or comma-separated (at most 100)."""

@@ -4,6 +4,7 @@
 code (listed in README) that a vendor's software can act on.
 """
 
+import re
 from typing import Any
 
 ERROR_SYSTEM = "https://espace-api.org/fhir/CodeSystem/error"
@@ -84,6 +85,15 @@ class FhirError(Exception):
         return cls(422, code, message, issue_type="processing", expression=expression)
 
 
+# Whitespace a FHIR string may not hold ([ \r\n\t\S]+): messages echo the client's input.
+_NOT_FHIR_WHITESPACE = re.compile(r"[^\S \r\n\t]")
+
+
+def _fhir_string(text: str) -> str:
+    """`text` as a valid FHIR string: other whitespace (form feed, vertical tab...) as spaces."""
+    return _NOT_FHIR_WHITESPACE.sub(" ", text) or "error"
+
+
 def operation_outcome(
     issue_type: str,
     message: str,
@@ -93,9 +103,16 @@ def operation_outcome(
     extra: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Build an OperationOutcome dict with one issue (plus optional extra issues)."""
+    message = _fhir_string(message)
     issue: dict[str, Any] = {"severity": severity, "code": issue_type, "diagnostics": message}
     if code:
         issue["details"] = {"coding": [{"system": ERROR_SYSTEM, "code": code}], "text": message}
     if expression:
         issue["expression"] = expression
-    return {"resourceType": "OperationOutcome", "issue": [issue, *(extra or [])]}
+    extras = [
+        {**e, "diagnostics": _fhir_string(e["diagnostics"])}
+        if isinstance(e.get("diagnostics"), str)
+        else e
+        for e in extra or []
+    ]
+    return {"resourceType": "OperationOutcome", "issue": [issue, *extras]}

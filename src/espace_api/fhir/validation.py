@@ -3,7 +3,7 @@
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import ResourceType
@@ -18,9 +18,12 @@ PAYLOAD_FIELDS = {"Binary": "data"}
 def parse_json(body: bytes) -> Any:
     """Decode a JSON body or raise 400."""
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise FhirError.bad_request(f"Body is not valid JSON: {exc}", "INVALID_JSON") from None
+    if b"\\u0000" in body:  # Postgres text and jsonb cannot hold NUL (it was a 500)
+        raise FhirError.bad_request("Strings cannot contain NUL (\\u0000)", "INVALID_JSON")
+    return parsed
 
 
 def _expression(resource_type: str, loc: tuple[Any, ...]) -> str:
@@ -28,6 +31,29 @@ def _expression(resource_type: str, loc: tuple[Any, ...]) -> str:
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
+
+
+def _empty_required(model: BaseModel, path: str) -> str | None:
+    """The first required element given as `[]` (the models accept it; the canonical JSON
+    would then drop it and store a resource missing a required element)."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None:
+            continue
+        where = f"{path}.{field.alias or name}"
+        if isinstance(value, list):
+            if not value and field.is_required():
+                return where
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    found = _empty_required(item, f"{where}[{i}]")
+                    if found:
+                        return found
+        elif isinstance(value, BaseModel):
+            found = _empty_required(value, where)
+            if found:
+                return found
+    return None
 
 
 def validate(rtype: ResourceType, content: Any) -> dict[str, Any]:
@@ -78,6 +104,13 @@ def validate(rtype: ResourceType, content: Any) -> dict[str, Any]:
         ) from None
     except (ValueError, TypeError) as exc:
         raise FhirError.bad_request(f"Invalid {rtype.name}: {exc}", "INVALID_RESOURCE") from None
+    empty = _empty_required(model, rtype.name)
+    if empty is not None:
+        raise FhirError.bad_request(
+            f"{empty}: a required element cannot be an empty array",
+            "INVALID_RESOURCE",
+            expression=[empty],
+        )
     canonical: dict[str, Any] = orjson.loads(model.model_dump_json())
     if payload is not None and payload_field:
         canonical[payload_field] = payload
