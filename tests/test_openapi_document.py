@@ -126,3 +126,17 @@ async def test_nul_and_control_characters_are_client_errors(client, auth) -> Non
     feed = await client.get("/Communication/w%0Cx", headers=operator)
     assert feed.status_code == 404
     assert "\x0c" not in feed.json()["issue"][0]["diagnostics"]
+
+
+async def test_security_schemes_are_the_flows_the_server_serves(client) -> None:
+    schemes = SPEC["components"]["securitySchemes"]
+    backend = schemes["smart_backend"]["flows"]["clientCredentials"]
+    app = schemes["smart_app"]["flows"]["authorizationCode"]
+    discovery = (await client.get("/.well-known/smart-configuration")).json()
+    assert discovery["token_endpoint"].endswith(backend["tokenUrl"])
+    assert discovery["authorization_endpoint"].endswith(app["authorizationUrl"])
+    assert "S256" in discovery["code_challenge_methods_supported"]
+    assert {"launch/patient", "offline_access", "patient/Observation.cruds"} <= set(app["scopes"])
+    read = SPEC["paths"]["/DocumentReference/{id}"]["get"]["security"]
+    assert {"smart_backend": ["system/DocumentReference.r"]} in read
+    assert {"smart_app": ["patient/DocumentReference.r"]} in read

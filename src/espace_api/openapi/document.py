@@ -28,6 +28,8 @@ FHIR_XML = "application/fhir+xml"
 EXTRA_TYPES = ("Bundle", "Parameters", "OperationOutcome", "Binary", "AuditEvent")
 TOKEN_URL = "/auth/token"
 BACKEND = "smart_backend"
+APP = "smart_app"
+AUTHORIZE_URL = "/auth/authorize"
 BEARER = "bearer"
 PERMISSIONS = "cruds"
 
@@ -174,6 +176,29 @@ def _security_schemes() -> Doc:
             "private_key_jwt client assertion (RFC 7523); scopes `system/{type}.{cruds}`.",
             "flows": {"clientCredentials": {"tokenUrl": TOKEN_URL, "scopes": scopes}},
         },
+        APP: {
+            "type": "oauth2",
+            "description": "SMART App Launch (standalone patient launch) for apps the operator "
+            "registered: authorization code with PKCE (S256 only, required), the patient signs "
+            "in and grants all or part of the scopes asked; refresh tokens rotate on each use "
+            "(docs/auth.md).",
+            "flows": {
+                "authorizationCode": {
+                    "authorizationUrl": AUTHORIZE_URL,
+                    "tokenUrl": TOKEN_URL,
+                    "refreshUrl": TOKEN_URL,
+                    "scopes": {
+                        **{
+                            f"patient/{t}.{PERMISSIONS}": "SMART on FHIR v2 scope" for t in REGISTRY
+                        },
+                        "launch/patient": "the patient in context",
+                        "openid": "an ID token",
+                        "fhirUser": "the patient's Patient reference in the ID token",
+                        "offline_access": "a refresh token",
+                    },
+                }
+            },
+        },
         BEARER: {
             "type": "http",
             "scheme": "bearer",
@@ -255,8 +280,13 @@ def _complete_operation(path: str, method: str, op: Doc) -> None:
 
 
 def _requirements(rtype: str | None, letter: str) -> list[Doc]:
-    system = [f"system/{rtype}.{letter}"] if rtype in REGISTRY and letter else []
-    return [{BACKEND: system}, {BEARER: []}]
+    if rtype in REGISTRY and letter:
+        return [
+            {BACKEND: [f"system/{rtype}.{letter}"]},
+            {APP: [f"patient/{rtype}.{letter}"]},
+            {BEARER: []},
+        ]
+    return [{BACKEND: []}, {APP: []}, {BEARER: []}]
 
 
 def _fhir(schema: Doc, *, xml: bool = True) -> Doc:
