@@ -1,7 +1,10 @@
 """Test fixtures: a fresh, migrated Postgres database and the app served over ASGI.
 
 With DATABASE_URL set, a new database is created on that server for the run and dropped
-after; without it, an embedded Postgres (pgserver) is started in a temporary directory.
+after; without it, an embedded Postgres (pgserver) is started in a temporary directory. With
+TEST_EXISTING_DATABASE=1, DATABASE_URL's own database is migrated and used as it is (kept
+after the run): for a server where a new database needs more than CREATE DATABASE, such as a
+Citus cluster (`make test-citus`).
 """
 
 import asyncio
@@ -42,6 +45,10 @@ def _asyncpg_dsn(url: str) -> str:
 def database_url() -> Iterator[str]:
     """A new empty database, migrated to the latest schema."""
     server = _server_url()
+    if os.environ.get("TEST_EXISTING_DATABASE") == "1":
+        upgrade(server)
+        yield server
+        return
     name = f"espace_test_{uuid.uuid4().hex[:10]}"
     admin = _asyncpg_dsn(server)
 

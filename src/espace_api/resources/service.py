@@ -470,7 +470,7 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
             ctx.conn, page, None if req.total == "none" else count_stmt
         )
     included = await _included(ctx, req, rows) if rows and (req.include or req.revinclude) else []
-    patients = [p for _, _, p in rows] + [m[3] for m in included] + counted
+    patients = [p for _, _, p in rows] + [m[3] or None for m in included] + counted
     patients = patients or [ctx.identity.patient_id]
     await recorder.record(
         ctx.conn,

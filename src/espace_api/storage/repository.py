@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import (
+    NO_PATIENT,
     resource_versions,
     resources,
     search_date,
@@ -69,7 +70,7 @@ def _row(m: Any, resource_type: str, id_: str) -> StoredRow:
         m.version_id,
         m.last_updated,
         m.deleted,
-        m.patient_id,
+        m.patient_id or None,
         m.json,
         getattr(m, "created_by", None),
     )
@@ -177,7 +178,7 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
     values = {
         "version_id": new.version_id,
         "last_updated": new.last_updated,
-        "patient_id": new.patient_id,
+        "patient_id": new.patient_id or NO_PATIENT,
         "deleted": new.content is None,
         "content": new.content,
     }
@@ -223,7 +224,11 @@ def index_batches(
     resource_type: str, id_: str, patient_id: str | None, index: IndexRows
 ) -> list[tuple[Table, list[dict[str, Any]]]]:
     """A resource's index rows as (table, rows) pairs ready for executemany."""
-    key = {"resource_type": resource_type, "resource_id": id_, "patient_id": patient_id}
+    key = {
+        "resource_type": resource_type,
+        "resource_id": id_,
+        "patient_id": patient_id or NO_PATIENT,
+    }
     return [
         (
             search_token,
@@ -296,7 +301,7 @@ async def history(
             m.version_id,
             m.last_updated,
             m.deleted,
-            m.patient_id,
+            m.patient_id or None,
             m.json,
             method=m.method,
         )
@@ -313,10 +318,10 @@ async def run_search(
     with the page (a window count over the matches, one query and one plan), and from the
     count query only when the page is empty."""
     if count is None:
-        return [(m[0], m[1], m[2]) for m in await conn.execute(page)], None
+        return [(m[0], m[1], m[2] or None) for m in await conn.execute(page)], None
     found = list(await conn.execute(page.add_columns(func.count().over())))
     if found:
-        return [(m[0], m[1], m[2]) for m in found], found[0][3]
+        return [(m[0], m[1], m[2] or None) for m in found], found[0][3]
     return [], (await conn.execute(count)).scalar_one()
 
 
@@ -324,7 +329,7 @@ async def patients_of(conn: AsyncConnection, page: Select[Any], limit: int) -> l
     """Distinct patients of the rows a compiled search matches (for auditing a count)."""
     matches = page.limit(None).offset(None).order_by(None).subquery()
     stmt = select(matches.c.patient_id).distinct().limit(limit)
-    return [m[0] for m in await conn.execute(stmt)]
+    return [m[0] or None for m in await conn.execute(stmt)]
 
 
 async def find_ids(conn: AsyncConnection, page: Select[Any]) -> list[str]:
