@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format openapi bench soak fuzz docker token sweep clean
+CITUS_DIR ?= ../shared/citus
+
+.PHONY: install run test test-citus lint format openapi bench soak fuzz docker token sweep clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,10 @@ run: install ## migrate and serve on http://127.0.0.1:8000 (embedded Postgres wi
 
 test: install lint compat/js/node_modules/.installed ## full suite against a real Postgres (DATABASE_URL or embedded)
 	$(BIN)/pytest
+
+test-citus: install ## the whole suite on a throw-away Citus cluster (coordinator + 2 workers; docs/citus.md)
+	CITUS_DIR=$(CITUS_DIR) tests/citus/cluster.sh sh -c \
+		'DATABASE_URL=$$CITUS_DATABASE_URL TEST_EXISTING_DATABASE=1 $(BIN)/pytest $(PYTEST_ARGS)'
 
 fuzz: install ## the hostile-query property suite, long run (5,000 examples; make test runs 120)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_no_query_widens_access.py

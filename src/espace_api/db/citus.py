@@ -54,8 +54,8 @@ def local(table: str) -> None:
     """Turn a distributed or reference table back into a coordinator-local one (downgrades)."""
     if is_citus():
         op.execute(
-            f"SELECT undistribute_table('{table}', cascade_via_foreign_keys => true) "
-            f"WHERE EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = '{table}'::regclass)"
+            f"SELECT undistribute_table('{table}', cascade_via_foreign_keys => true) WHERE EXISTS "
+            f"(SELECT 1 FROM pg_dist_partition WHERE logicalrelid = '{table}'::regclass)"
         )
 
 

@@ -31,7 +31,7 @@ from espace_api.db.schema import (
     search_token,
 )
 from espace_api.fhir.indexing import IndexRows
-from espace_api.storage import raw
+from espace_api.storage import raw, routing
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,20 @@ async def get_current(
     *,
     for_update: bool = False,
 ) -> StoredRow | None:
-    """The current row (maybe a tombstone) if it exists and the policy lets it be seen."""
-    stmt = _read_statement(resource_type, policy, for_update)
+    """The current row (maybe a tombstone) if it exists and the policy lets it be seen. On
+    Citus the row's patient is found first, so that the read runs on one shard
+    (storage/routing.py)."""
+    params: dict[str, Any] = {"read_id": id_}
+    routed = await routing.distributed(conn)
+    if routed:
+        params["read_patient"] = await routing.patient_of(conn, resource_type, id_)
+        if params["read_patient"] is None:
+            return None
+    stmt = _read_statement(resource_type, policy, for_update, routed)
     if for_update:  # inside the write's transaction, through SQLAlchemy
-        m = (await conn.execute(stmt, {"read_id": id_})).first()
+        m = (await conn.execute(stmt, params)).first()
     else:
-        m = await raw.fetchrow(conn, stmt, {"read_id": id_})
+        m = await raw.fetchrow(conn, stmt, params)
         m = _Fields(m) if m is not None else None
     return _row(m, resource_type, id_) if m else None
 
@@ -109,14 +117,14 @@ class _Fields:
 # Read statements per (type, policy predicate, FOR UPDATE), the id a bound parameter: the
 # policy module hands out one predicate object per caller and second, so a statement object
 # (and its SQLAlchemy cache key, computed once per object) serves all of that caller's reads.
-_READS: dict[tuple[str, int, bool], tuple[ColumnElement[bool], Select[Any]]] = {}
+_READS: dict[tuple[str, int, bool, bool], tuple[ColumnElement[bool], Select[Any]]] = {}
 _READS_MAX = 512  # a second's worth of callers; older statements are dead
 
 
 def _read_statement(
-    resource_type: str, policy: ColumnElement[bool], for_update: bool
+    resource_type: str, policy: ColumnElement[bool], for_update: bool, routed: bool
 ) -> Select[Any]:
-    key = (resource_type, id(policy), for_update)
+    key = (resource_type, id(policy), for_update, routed)
     hit = _READS.get(key)
     if hit is not None and hit[0] is policy:
         return hit[1]
@@ -131,6 +139,8 @@ def _read_statement(
     ).where(
         r.c.resource_type == resource_type, r.c.id == bindparam("read_id", None, type_=Text), policy
     )
+    if routed:
+        stmt = stmt.where(r.c.patient_id == bindparam("read_patient", None, type_=Text))
     if for_update:
         stmt = stmt.with_for_update()
     if len(_READS) >= _READS_MAX:
@@ -175,7 +185,7 @@ _INSERT_VERSION = insert(resource_versions)
 
 async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows | None) -> None:
     """Insert or replace the current row, append history, and rewrite the indexes."""
-    values = {
+    values: dict[str, Any] = {
         "version_id": new.version_id,
         "last_updated": new.last_updated,
         "patient_id": new.patient_id or NO_PATIENT,
@@ -189,12 +199,14 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
             | values,
         )
     else:
-        await conn.execute(
-            update(resources)
-            .where(resources.c.resource_type == new.resource_type, resources.c.id == new.id)
-            .values(**values)
-        )
-        await delete_indexes(conn, new.resource_type, new.id)
+        # On Citus, the statements name the patient (one shard; a resource keeps its patient).
+        patient = values["patient_id"] if await routing.distributed(conn) else None
+        r = resources
+        where = [r.c.resource_type == new.resource_type, r.c.id == new.id]
+        if patient is not None:
+            where.append(r.c.patient_id == patient)
+        await conn.execute(update(r).where(*where).values(**values))
+        await delete_indexes(conn, new.resource_type, new.id, patient)
     await conn.execute(
         _INSERT_VERSION,
         {"resource_type": new.resource_type, "id": new.id, "method": new.method} | values,
@@ -212,12 +224,15 @@ SEARCH_INDEX_TABLES: tuple[Table, ...] = (
 _INSERT_INDEX = {table.name: insert(table) for table in SEARCH_INDEX_TABLES}
 
 
-async def delete_indexes(conn: AsyncConnection, resource_type: str, id_: str) -> None:
-    """Remove every index row of a resource."""
+async def delete_indexes(
+    conn: AsyncConnection, resource_type: str, id_: str, patient_id: str | None = None
+) -> None:
+    """Remove every index row of a resource (of `patient_id` when given: one shard)."""
     for table in SEARCH_INDEX_TABLES:
-        await conn.execute(
-            delete(table).where(table.c.resource_type == resource_type, table.c.resource_id == id_)
-        )
+        where = [table.c.resource_type == resource_type, table.c.resource_id == id_]
+        if patient_id is not None:
+            where.append(table.c.patient_id == patient_id)
+        await conn.execute(delete(table).where(*where))
 
 
 def index_batches(

@@ -164,8 +164,14 @@ def _reference_value(t: Table, value: str, target_type: str | None) -> ColumnEle
 
 
 def _index_rows(r: Table, t: Table, name: str) -> list[ColumnElement[bool]]:
-    """Join conditions from resources alias `r` to index alias `t` for one parameter."""
-    return [t.c.resource_type == r.c.resource_type, t.c.resource_id == r.c.id, t.c.param == name]
+    """Join conditions from resources alias `r` to index alias `t` for one parameter (the
+    patient_id too: on Citus the join stays on the resource's shard, docs/citus.md)."""
+    return [
+        t.c.patient_id == r.c.patient_id,
+        t.c.resource_type == r.c.resource_type,
+        t.c.resource_id == r.c.id,
+        t.c.param == name,
+    ]
 
 
 def _value_clause(t: Table, crit: Criterion, value: str) -> ColumnElement[bool]:
@@ -227,6 +233,7 @@ def _chain_clause(r: Table, crit: Criterion, type_policy: TypePolicy | None) -> 
     assert crit.chain_type is not None  # by construction
     ref = _alias(search_reference)
     return exists().where(
+        ref.c.patient_id == r.c.patient_id,
         ref.c.resource_type == r.c.resource_type,
         ref.c.resource_id == r.c.id,
         ref.c.param == crit.param.name,
@@ -281,6 +288,7 @@ def _sort_column(r: Table, req: SearchRequest, name: str, desc: bool) -> Any:
     return (
         select(agg)
         .where(
+            t.c.patient_id == r.c.patient_id,
             t.c.resource_type == r.c.resource_type,
             t.c.resource_id == r.c.id,
             t.c.param == name,
@@ -413,8 +421,9 @@ def _include_statement(
             conds.append(ref.c.param == d.param.name)
         targets = (d.target,) if d.target else (d.param.targets if d.param else ()) or REGISTRY
         conds.append(ref.c.target_type.in_(list(targets)))
-        linked = exists().where(
-            *conds, ref.c.target_type == inc.c.resource_type, ref.c.target_id == inc.c.id
+        # Uncorrelated: the targets may live on other shards (a Practitioner has none).
+        linked: ColumnElement[bool] = tuple_(inc.c.resource_type, inc.c.id).in_(
+            select(ref.c.target_type, ref.c.target_id).where(*conds)
         )
         visible = or_(*(and_(*_live(inc, REGISTRY[t], type_policy)) for t in targets))
         branches.append(and_(linked, visible))
@@ -427,7 +436,11 @@ def _include_statement(
         ]
         if not pointing:
             continue
-        conds = [ref.c.resource_type == inc.c.resource_type, ref.c.resource_id == inc.c.id]
+        conds = [
+            ref.c.patient_id == inc.c.patient_id,
+            ref.c.resource_type == inc.c.resource_type,
+            ref.c.resource_id == inc.c.id,
+        ]
         if d.param is not None:
             conds.append(ref.c.param == d.param.name)
         linked = exists().where(*conds, or_(*pointing))

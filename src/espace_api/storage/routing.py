@@ -1,0 +1,41 @@
+"""Routing a read by id to one shard on Citus (docs/citus.md).
+
+On a Citus database the tables of patient data are distributed on `patient_id`: a statement
+that names the patient runs on one shard (a router query), one that does not runs on every
+shard, and a row lock (FOR UPDATE) is refused on a multi-shard statement. A read by id comes
+with no patient, so on Citus it first finds the row's patient (`patient_of`; the Patient
+resource's patient is its own id), then reads with `patient_id = ...`. On plain PostgreSQL
+nothing changes: `distributed()` is False and the read stays one statement.
+"""
+
+import weakref
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from espace_api.db.schema import resources
+
+_DISTRIBUTED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+async def distributed(conn: AsyncConnection) -> bool:
+    """Whether `conn`'s database has the citus extension (asked once per engine)."""
+    engine = conn.sync_engine
+    found = _DISTRIBUTED.get(engine)
+    if found is None:
+        probe = text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+        found = (await conn.execute(probe)).first() is not None
+        _DISTRIBUTED[engine] = found
+    return found
+
+
+async def patient_of(conn: AsyncConnection, resource_type: str, id_: str) -> str | None:
+    """The patient_id stored with a resource (NO_PATIENT for none), None if it does not
+    exist; the Patient resource's own id without a query."""
+    if resource_type == "Patient":
+        return id_
+    r = resources
+    stmt = select(r.c.patient_id).where(r.c.resource_type == resource_type, r.c.id == id_)
+    found: str | None = (await conn.execute(stmt)).scalar_one_or_none()
+    return found
