@@ -8,7 +8,8 @@
 #   tests/citus/cluster.sh <command...>
 #
 # CITUS_DIR: the folder holding install.sh (default ../shared/citus beside the repository);
-# PG_BIN: PostgreSQL 15's binaries (default /usr/lib/postgresql/15/bin).
+# PG_BIN: PostgreSQL 15's binaries (default /usr/lib/postgresql/15/bin); CITUS_LOGS: a folder
+# to copy the three servers' logs into before removing them (to read a failure's SQL errors).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 CITUS_DIR=${CITUS_DIR:-$repo/../shared/citus}
@@ -36,6 +37,7 @@ chmod 755 "$dir"
 ports=()
 cleanup() {
   for p in "${ports[@]}"; do as_pg "$PG_BIN/pg_ctl -D $dir/$p stop -m immediate" >/dev/null 2>&1 || true; done
+  if [ -n "${CITUS_LOGS:-}" ]; then mkdir -p "$CITUS_LOGS" && cp "$dir"/*.log "$CITUS_LOGS"/ || true; fi
   rm -rf "$dir"
 }
 trap cleanup EXIT INT TERM

@@ -30,6 +30,7 @@ from espace_api.db.schema import (
     search_string,
     search_token,
 )
+from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import IndexRows
 from espace_api.storage import raw, routing
 
@@ -93,6 +94,9 @@ async def get_current(
         params["read_patient"] = await routing.patient_of(conn, resource_type, id_)
         if params["read_patient"] is None:
             return None
+        if for_update:  # Citus locks rows only in a statement on one shard: lock, then read
+            await routing.lock(conn, resource_type, id_, params["read_patient"])
+            for_update = False
     stmt = _read_statement(resource_type, policy, for_update, routed)
     if for_update:  # inside the write's transaction, through SQLAlchemy
         m = (await conn.execute(stmt, params)).first()
@@ -199,13 +203,20 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
             | values,
         )
     else:
-        # On Citus, the statements name the patient (one shard; a resource keeps its patient).
+        # On Citus, the statements name the patient (one shard) and leave it unchanged: a
+        # distribution column cannot be updated, so a resource keeps its patient there.
         patient = values["patient_id"] if await routing.distributed(conn) else None
         r = resources
         where = [r.c.resource_type == new.resource_type, r.c.id == new.id]
+        changes = values
         if patient is not None:
             where.append(r.c.patient_id == patient)
-        await conn.execute(update(r).where(*where).values(**values))
+            changes = {k: v for k, v in values.items() if k != "patient_id"}
+        done = await conn.execute(update(r).where(*where).values(**changes))
+        if done.rowcount != 1:
+            raise FhirError.unprocessable(
+                "A resource cannot move to another patient's space", "PATIENT_CHANGE"
+            )
         await delete_indexes(conn, new.resource_type, new.id, patient)
     await conn.execute(
         _INSERT_VERSION,

@@ -4,7 +4,9 @@ On a Citus database the tables of patient data are distributed on `patient_id`: 
 that names the patient runs on one shard (a router query), one that does not runs on every
 shard, and a row lock (FOR UPDATE) is refused on a multi-shard statement. A read by id comes
 with no patient, so on Citus it first finds the row's patient (`patient_of`; the Patient
-resource's patient is its own id), then reads with `patient_id = ...`. On plain PostgreSQL
+resource's patient is its own id), then reads with `patient_id = ...`; a locking read first
+locks the row by its key (`lock`), since the policy's subqueries can keep the read itself
+from being planned on one shard. On plain PostgreSQL
 nothing changes: `distributed()` is False and the read stays one statement.
 """
 
@@ -39,3 +41,14 @@ async def patient_of(conn: AsyncConnection, resource_type: str, id_: str) -> str
     stmt = select(r.c.patient_id).where(r.c.resource_type == resource_type, r.c.id == id_)
     found: str | None = (await conn.execute(stmt)).scalar_one_or_none()
     return found
+
+
+async def lock(conn: AsyncConnection, resource_type: str, id_: str, patient_id: str) -> None:
+    """Lock a resource's current row (FOR UPDATE) by its full key: one shard."""
+    r = resources
+    stmt = (
+        select(r.c.version_id)
+        .where(r.c.patient_id == patient_id, r.c.resource_type == resource_type, r.c.id == id_)
+        .with_for_update()
+    )
+    await conn.execute(stmt)
