@@ -31,7 +31,7 @@ from espace_api.fhir.validation import validate
 from espace_api.fhir.values import format_instant
 from espace_api.resources.behaviour import Behaviours, WriteEvent
 from espace_api.resources.results import Result, meta_for, version_headers
-from espace_api.storage import repository, search_sql
+from espace_api.storage import repository, routing, search_sql
 from espace_api.storage.repository import NewVersion, StoredRow
 
 
@@ -457,6 +457,7 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
         req,
         lambda t: ctx.policy(rtype, t, lookup),
         lambda rt, t: ctx.policy(rt, t, chained if rt.name == "Patient" else None),
+        pin_patient=await routing.distributed(ctx.conn),
     )
     summary_count = req.summary == "count"
     counted: list[str | None] = []

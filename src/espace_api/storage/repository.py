@@ -97,7 +97,7 @@ async def get_current(
         if for_update:  # Citus locks rows only in a statement on one shard: lock, then read
             await routing.lock(conn, resource_type, id_, params["read_patient"])
             for_update = False
-    stmt = _read_statement(resource_type, policy, for_update, routed)
+    stmt = read_statement(resource_type, policy, for_update, routed)
     if for_update:  # inside the write's transaction, through SQLAlchemy
         m = (await conn.execute(stmt, params)).first()
     else:
@@ -125,9 +125,10 @@ _READS: dict[tuple[str, int, bool, bool], tuple[ColumnElement[bool], Select[Any]
 _READS_MAX = 512  # a second's worth of callers; older statements are dead
 
 
-def _read_statement(
+def read_statement(
     resource_type: str, policy: ColumnElement[bool], for_update: bool, routed: bool
 ) -> Select[Any]:
+    """The read by id (parameter `read_id`; with `routed`, also `read_patient`: Citus)."""
     key = (resource_type, id(policy), for_update, routed)
     hit = _READS.get(key)
     if hit is not None and hit[0] is policy:
@@ -140,11 +141,12 @@ def _read_statement(
         r.c.patient_id,
         r.c.created_by,
         r.c.content.cast(Text).label("json"),
-    ).where(
-        r.c.resource_type == resource_type, r.c.id == bindparam("read_id", None, type_=Text), policy
-    )
+    ).where(r.c.resource_type == resource_type, r.c.id == bindparam("read_id", None, type_=Text))
     if routed:
-        stmt = stmt.where(r.c.patient_id == bindparam("read_patient", None, type_=Text))
+        patient = bindparam("read_patient", None, type_=Text)
+        stmt = stmt.where(routing.pinned(policy, r.c.patient_id, patient))
+    else:
+        stmt = stmt.where(policy)
     if for_update:
         stmt = stmt.with_for_update()
     if len(_READS) >= _READS_MAX:

@@ -5,19 +5,22 @@ that names the patient runs on one shard (a router query), one that does not run
 shard, and a row lock (FOR UPDATE) is refused on a multi-shard statement. A read by id comes
 with no patient, so on Citus it first finds the row's patient (`patient_of`; the Patient
 resource's patient is its own id), then reads with `patient_id = ...`; a locking read first
-locks the row by its key (`lock`), since the policy's subqueries can keep the read itself
-from being planned on one shard. On plain PostgreSQL
-nothing changes: `distributed()` is False and the read stays one statement.
+locks the row by its key (`lock`). Citus plans a statement on one shard only when every
+distributed table in it, subqueries included, is restricted to that shard: `pinned` rewrites
+the policy's subqueries, correlated on the row's patient_id, to name the patient itself. On
+plain PostgreSQL nothing changes: `distributed()` is False and the read stays one statement.
 """
 
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import ColumnElement, and_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from espace_api.db.schema import resources
 
+_CE = TypeVar("_CE", bound=ColumnElement[Any])
 _DISTRIBUTED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
 
 
@@ -52,3 +55,20 @@ async def lock(conn: AsyncConnection, resource_type: str, id_: str, patient_id: 
         .with_for_update()
     )
     await conn.execute(stmt)
+
+
+def pinned(clause: ColumnElement[bool], column: Any, value: Any) -> ColumnElement[bool]:
+    """`column = value AND clause`, with every other use of `column` in `clause` (the
+    subqueries correlated on it) replaced by `value`: the same rows, and on Citus every
+    table of the statement restricted to the one shard of `value`."""
+    return and_(column == value, replaced(clause, column, value))
+
+
+def replaced(clause: _CE, column: Any, value: Any) -> _CE:
+    """A copy of `clause` with `column` replaced by `value`."""
+
+    def swap(element: Any, **kw: Any) -> Any:
+        return value if element is column else None
+
+    copy: _CE = replacement_traverse(clause, {}, swap)
+    return copy

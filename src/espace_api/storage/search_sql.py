@@ -15,6 +15,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -33,6 +34,7 @@ from espace_api.db.schema import (
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.search import DATE_PREFIXES, Criterion, Include, SearchRequest, exact_ins
 from espace_api.fhir.values import date_range, normalize_string, split_reference
+from espace_api.storage import routing
 
 PolicyFn = Callable[[Table], ColumnElement[bool]]
 # The access policy of any type (chains, _has, includes): same predicate as the main query.
@@ -349,25 +351,52 @@ def _compartment_clause(
                 select(i.c.patient_id).where(tuple_(i.c.system, i.c.value).in_(pairs))
             )
         return r.c.patient_id.in_(_chained_ids(_CHAIN_PATIENT, crit, type_policy))
+    ids = _compartment_ids(crit)
+    return r.c.patient_id.in_(ids) if ids else None
+
+
+def _compartment_ids(crit: Criterion) -> list[str] | None:
+    """The Patient ids a compartment criterion names (None: some value names no Patient)."""
     ids = []
     for value in crit.values:
         split = split_reference(value)
         if split is None or (split[0] or crit.target_type or "Patient") != "Patient":
             return None
         ids.append(split[1])
-    return r.c.patient_id.in_(ids) if ids else None
+    return ids
+
+
+def _one_patient(r: Table, req: SearchRequest) -> str | None:
+    """The one patient a search's compartment criterion names, if it names exactly one."""
+    for crit in req.criteria:
+        if crit.chain is None and _compartment_clause(r, req.rtype, crit, None) is not None:
+            ids = _compartment_ids(crit)
+            if ids and len(set(ids)) == 1:
+                return ids[0]
+    return None
 
 
 def search_statements(
-    req: SearchRequest, policy_for: PolicyFn, type_policy: TypePolicy | None = None
+    req: SearchRequest,
+    policy_for: PolicyFn,
+    type_policy: TypePolicy | None = None,
+    *,
+    pin_patient: bool = False,
 ) -> tuple[Select[Any], Select[Any]]:
-    """(page query returning id + JSON text + patient, count query)."""
+    """(page query returning id + JSON text + patient, count query). With `pin_patient`
+    (Citus), a search of one patient's compartment names that patient in every subquery
+    too, so that it runs on the patient's shard (storage/routing.py)."""
     r = _R
     with _alias_scope():
         where = where_clause(r, req, policy_for(r), type_policy)
+        patient = _one_patient(r, req) if pin_patient else None
+        if patient is not None:
+            where = routing.pinned(where, r.c.patient_id, literal(patient, Text))
         order = []
         for name, desc in req.sort:
             column = _sort_column(r, req, name, desc)
+            if patient is not None:
+                column = routing.replaced(column, r.c.patient_id, literal(patient, Text))
             order.append(column.desc().nulls_last() if desc else column.asc().nulls_last())
     if not req.sort:
         order.append(r.c.last_updated.asc())
