@@ -9,7 +9,9 @@
 #
 # CITUS_DIR: the folder holding install.sh (default ../shared/citus beside the repository);
 # PG_BIN: PostgreSQL 15's binaries (default /usr/lib/postgresql/15/bin); CITUS_LOGS: a folder
-# to copy the three servers' logs into before removing them (to read a failure's SQL errors).
+# to copy the three servers' logs into before removing them (to read a failure's SQL errors);
+# CITUS_PLAIN=1: one plain PostgreSQL instance with the same settings and no citus (the bench's
+# single-node baseline).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 CITUS_DIR=${CITUS_DIR:-$repo/../shared/citus}
@@ -43,11 +45,12 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 next=${CITUS_PORT:-9710}
-for role in coordinator worker1 worker2; do
+roles=(coordinator worker1 worker2)
+[ "${CITUS_PLAIN:-}" = 1 ] && roles=(single)
+for role in "${roles[@]}"; do
   port=$(free_port "$next"); next=$((port + 1)); ports+=("$port")
   as_pg "$PG_BIN/initdb -D $dir/$port -A trust -U postgres" >/dev/null
   cat >> "$dir/$port/postgresql.conf" <<CONF
-shared_preload_libraries = 'citus'
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
@@ -56,6 +59,9 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 CONF
+  if [ "${CITUS_PLAIN:-}" != 1 ]; then
+    printf "shared_preload_libraries = 'citus'\ncitus.enable_stat_counters = on\n" >> "$dir/$port/postgresql.conf"
+  fi
   as_pg "$PG_BIN/pg_ctl -D $dir/$port -l $dir/$port.log -w start" >/dev/null
   echo "citus $role on 127.0.0.1:$port" >&2
 done
@@ -63,10 +69,10 @@ done
 psql_() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p "$@"; }
 for port in "${ports[@]}"; do
   psql_ "$port" -d postgres -c "CREATE DATABASE espace"
-  psql_ "$port" -d espace -c "CREATE EXTENSION citus"
+  [ "${CITUS_PLAIN:-}" = 1 ] || psql_ "$port" -d espace -c "CREATE EXTENSION citus"
 done
 coordinator=${ports[0]}
-psql_ "$coordinator" -d espace -c "SELECT citus_set_coordinator_host('127.0.0.1', $coordinator)" >/dev/null
+[ "${CITUS_PLAIN:-}" = 1 ] || psql_ "$coordinator" -d espace -c "SELECT citus_set_coordinator_host('127.0.0.1', $coordinator)" >/dev/null
 for port in "${ports[@]:1}"; do
   psql_ "$coordinator" -d espace -c "SELECT citus_add_node('127.0.0.1', $port)" >/dev/null
 done

@@ -18,7 +18,8 @@ from sqlalchemy import ColumnElement, and_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.visitors import replacement_traverse
 
-from espace_api.db.schema import resources
+from espace_api.db.schema import NO_PATIENT, resources
+from espace_api.fhir.registry import REGISTRY
 
 _CE = TypeVar("_CE", bound=ColumnElement[Any])
 _DISTRIBUTED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
@@ -37,9 +38,12 @@ async def distributed(conn: AsyncConnection) -> bool:
 
 async def patient_of(conn: AsyncConnection, resource_type: str, id_: str) -> str | None:
     """The patient_id stored with a resource (NO_PATIENT for none), None if it does not
-    exist; the Patient resource's own id without a query."""
+    exist; without a query for a Patient (its own id) and a directory type (NO_PATIENT)."""
     if resource_type == "Patient":
         return id_
+    rtype = REGISTRY.get(resource_type)
+    if rtype is not None and not rtype.in_patient_compartment:
+        return NO_PATIENT  # directory resources (Practitioner, Organization) have none
     r = resources
     stmt = select(r.c.patient_id).where(r.c.resource_type == resource_type, r.c.id == id_)
     found: str | None = (await conn.execute(stmt)).scalar_one_or_none()
