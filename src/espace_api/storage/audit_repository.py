@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, insert, select, true
+from sqlalchemy import ColumnElement, Text, bindparam, func, insert, literal_column, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import NO_PATIENT, audit_events, resources
@@ -11,7 +11,12 @@ from espace_api.storage import audit_writer, raw
 
 _INSERT = insert(audit_events)  # one statement object: its cache key is computed once
 # The same with every column a named parameter, for the raw (asyncpg) path.
-_INSERT_ALL = insert(audit_events).values({c.name: bindparam(c.name, None) for c in audit_events.c})
+# A row of no patient stores NO_PATIENT ('', schema.py): the statement says so itself, since
+# the group-commit writer may be handed rows directly (a literal: it binds only row values).
+_INSERT_ALL = insert(audit_events).values(
+    {c.name: bindparam(c.name, None) for c in audit_events.c}
+    | {"patient_id": func.coalesce(bindparam("patient_id", None, type_=Text), literal_column("''"))}
+)
 
 
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
