@@ -64,6 +64,16 @@ OLD_KEYS = {
 AUDIT_TRIGGERS = ("audit_events_append_only", "audit_events_no_truncate")
 
 
+# Settings of the database on Citus: the purge's `SET LOCAL espace.audit_purge` must reach the
+# shards' append-only trigger; joins that no shard can answer alone (`_has` across spaces) are
+# repartitioned between workers rather than refused.
+DATABASE_SETTINGS = (
+    ("citus.propagate_set_commands", "local"),
+    ("citus.enable_repartition_joins", "on"),
+)
+_ALTER_DATABASE = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I {}', current_database()); END $$"
+
+
 def _audit_triggers(action: str) -> None:
     for trigger in AUDIT_TRIGGERS:
         op.execute(f"ALTER TABLE audit_events {action} TRIGGER {trigger}")
@@ -79,6 +89,8 @@ def upgrade() -> None:
         # Triggers on distributed tables run on the shards (audit_events' only raises).
         op.execute("SET LOCAL citus.enable_unsafe_triggers = on")
         op.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
+        for setting, value in DATABASE_SETTINGS:
+            op.execute(_ALTER_DATABASE.format(f"SET {setting} = ''{value}''"))
     for table, key in DISTRIBUTED:
         distribute(table, primary_key=key)
     for table in REFERENCE:
@@ -89,6 +101,8 @@ def downgrade() -> None:
     citus = is_citus()
     if citus:
         op.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
+        for setting, _ in DATABASE_SETTINGS:
+            op.execute(_ALTER_DATABASE.format(f"RESET {setting}"))
     for table in REFERENCE:
         local(table)
     for table, _ in reversed(DISTRIBUTED):
