@@ -236,8 +236,10 @@ async def lock_unreferenced(
     """
 
     if await routing.distributed(conn):  # no row lock across shards: one blob at a time
-        locked = []
-        for key in await list_unreferenced(conn, older_than, limit):
+        locked: list[BlobKey] = []  # from more candidates, as SKIP LOCKED passes over some
+        for key in await list_unreferenced(conn, older_than, limit * routing.CANDIDATES):
+            if len(locked) == limit:
+                break
             one = (
                 select(blobs.c.sha256)
                 .where(_key_filter(blobs, key), _unreferenced(older_than))

@@ -25,6 +25,10 @@ from sqlalchemy.sql.visitors import replacement_traverse
 from espace_api.db.schema import NO_PATIENT, resources
 from espace_api.fhir.registry import REGISTRY
 
+#: A cross-patient job on Citus locks rows one at a time (no FOR UPDATE across shards) from a
+#: list of this many candidates per row it wants, passing over those another job holds.
+CANDIDATES = 20
+
 _CE = TypeVar("_CE", bound=ColumnElement[Any])
 _DISTRIBUTED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
 

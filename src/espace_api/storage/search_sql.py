@@ -260,15 +260,17 @@ def _has_clause(r: Table, crit: Criterion, type_policy: TypePolicy | None) -> Co
     assert crit.has_type is not None and crit.chain is not None  # by construction
     other = _alias(resources)
     ref = _alias(search_reference)
-    return exists().where(
+    # Uncorrelated: the referencing resources may live on other shards (Citus).
+    pointing = select(ref.c.target_type, ref.c.target_id).where(
         ref.c.param == crit.has_ref,
-        ref.c.target_id == r.c.id,
-        ref.c.target_type == r.c.resource_type,
+        ref.c.patient_id == other.c.patient_id,
         ref.c.resource_type == other.c.resource_type,
         ref.c.resource_id == other.c.id,
         *_live(other, crit.has_type, type_policy),
         criterion_clause(other, crit.chain, type_policy),
     )
+    found: ColumnElement[bool] = tuple_(r.c.resource_type, r.c.id).in_(pointing)
+    return found
 
 
 def _sort_column(r: Table, req: SearchRequest, name: str, desc: bool) -> Any:

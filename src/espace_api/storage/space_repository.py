@@ -62,8 +62,11 @@ async def due(conn: AsyncConnection, now: datetime, limit: int) -> tuple[list[st
         stmt = stmt.order_by(deadline).limit(limit)
         if not distributed:
             return [m[0] for m in await conn.execute(stmt.with_for_update(skip_locked=True))]
-        locked = []  # Citus locks no rows across shards: one space at a time
-        for (patient_id,) in list(await conn.execute(stmt)):
+        locked: list[str] = []  # Citus locks no rows across shards: one space at a time,
+        # from more candidates than needed, as SKIP LOCKED would pass over locked ones
+        for (patient_id,) in list(await conn.execute(stmt.limit(limit * routing.CANDIDATES))):
+            if len(locked) == limit:
+                break
             one = stmt.where(s.c.patient_id == patient_id).with_for_update(skip_locked=True)
             if (await conn.execute(one)).first() is not None:
                 locked.append(patient_id)
