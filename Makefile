@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format openapi bench soak fuzz docker token sweep rotate-kek clean
+CITUS_DIR ?= ../shared/citus
+
+.PHONY: install run test test-citus bench-citus lint format openapi bench soak fuzz docker token sweep rotate-kek clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,16 @@ run: install ## migrate and serve on http://127.0.0.1:8000 (embedded Postgres wi
 
 test: install lint compat/js/node_modules/.installed ## full suite against a real Postgres (DATABASE_URL or embedded)
 	$(BIN)/pytest
+
+test-citus: install ## the whole suite on a throw-away Citus cluster (coordinator + 2 workers; docs/citus.md)
+	CITUS_DIR=$(CITUS_DIR) tests/citus/cluster.sh sh -c \
+		'DATABASE_URL=$$CITUS_DATABASE_URL TEST_EXISTING_DATABASE=1 $(BIN)/pytest $(PYTEST_ARGS)'
+
+bench-citus: install ## core + deposit on one plain instance, then on a 3-node Citus cluster (same settings)
+	CITUS_PLAIN=1 tests/citus/cluster.sh sh -c 'DATABASE_URL=$$CITUS_DATABASE_URL \
+		BENCH_EXISTING_DATABASE=1 $(BIN)/python -m bench.run --scenarios core,deposit $(BENCH_ARGS)'
+	CITUS_DIR=$(CITUS_DIR) tests/citus/cluster.sh sh -c 'DATABASE_URL=$$CITUS_DATABASE_URL \
+		BENCH_EXISTING_DATABASE=1 $(BIN)/python -m bench.citus --scenarios core,deposit $(BENCH_ARGS)'
 
 fuzz: install ## hostile-query property suite (5,000 examples; make test runs 120) + schemathesis on every operation
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_no_query_widens_access.py tests/openapi/test_fuzz.py

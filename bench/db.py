@@ -1,5 +1,7 @@
 """Bench databases: on DATABASE_URL's server, or on one embedded Postgres kept under
-BENCH_PG_DIR (default .data/bench-pg) so that a loaded database survives between runs."""
+BENCH_PG_DIR (default .data/bench-pg) so that a loaded database survives between runs. With
+BENCH_EXISTING_DATABASE=1, DATABASE_URL's own database is migrated and used (never dropped):
+a Citus cluster's database needs more than CREATE DATABASE (bench/citus.py)."""
 
 import asyncio
 import os
@@ -18,9 +20,18 @@ def server_url() -> str:
     )
 
 
+def existing() -> bool:
+    """Whether the bench runs in DATABASE_URL's own database (BENCH_EXISTING_DATABASE=1)."""
+    return os.environ.get("BENCH_EXISTING_DATABASE") == "1"
+
+
 def database(name: str) -> str:
     """URL of database `name` on the bench server, created if missing and migrated."""
-    return database_on(server_url(), name)
+    server = server_url()
+    if existing():
+        upgrade(server)
+        return server
+    return database_on(server, name)
 
 
 def database_on(server: str, name: str) -> str:
@@ -43,6 +54,8 @@ def database_on(server: str, name: str) -> str:
 
 def drop(url: str) -> None:
     """Drop the database of `url` (a fresh bench database, once its scenario is over)."""
+    if existing():
+        return
     name = make_url(url).database
     admin = (
         make_url(server_url()).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -1,9 +1,13 @@
 """Test fixtures: a fresh, migrated Postgres database and the app served over ASGI.
 
 With DATABASE_URL set, a new database is created on that server for the run and dropped
-after; without it, an embedded Postgres (pgserver) is started in a temporary directory.
+after; without it, an embedded Postgres (pgserver) is started in a temporary directory. With
+TEST_EXISTING_DATABASE=1, DATABASE_URL's own database is migrated and used as it is (kept
+after the run): for a server where a new database needs more than CREATE DATABASE, such as a
+Citus cluster (`make test-citus`).
 """
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 
@@ -12,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from espace_api.config import Settings
+from espace_api.db.migrate import upgrade
 from espace_api.main import create_app
 from tests.support.auth import AuthFactory
 from tests.support.databases import fresh_database, server_url
@@ -22,7 +27,12 @@ BASE = "http://test"
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A new empty database, migrated to the latest schema."""
-    with fresh_database(server_url()) as url:
+    server = server_url()
+    if os.environ.get("TEST_EXISTING_DATABASE") == "1":
+        upgrade(server)
+        yield server
+        return
+    with fresh_database(server) as url:
         yield url
 
 

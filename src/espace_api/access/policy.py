@@ -176,27 +176,31 @@ def _rule_exists(
     return exists().where(*clauses)
 
 
-def _labelled(type_col: Any, id_col: Any, code: str) -> ColumnElement[bool]:
-    """The current version of the resource carries visibility label `code`."""
+def _labelled(row: Any, code: str) -> ColumnElement[bool]:
+    """The current version of the resource `row` (a resources or versions table or alias)
+    carries visibility label `code`. Subqueries name the row's patient_id too, so that on
+    Citus they stay on the row's shard (docs/citus.md)."""
     t = _LABEL
     return exists().where(
-        t.c.resource_type == type_col,
-        t.c.resource_id == id_col,
+        t.c.patient_id == row.c.patient_id,
+        t.c.resource_type == row.c.resource_type,
+        t.c.resource_id == row.c.id,
         t.c.param == "security-label",
         t.c.system == v.VISIBILITY_SYSTEM,
         t.c.code == code,
     )
 
 
-def _unannounced(type_col: Any, id_col: Any, now: datetime, s: Settings) -> ColumnElement[bool]:
+def _unannounced(row: Any, now: datetime, s: Settings) -> ColumnElement[bool]:
     """Labelled INVISIBLE_PATIENT and not yet released by the delay (if one is set)."""
-    labelled = _labelled(type_col, id_col, v.INVISIBLE_PATIENT)
+    labelled = _labelled(row, v.INVISIBLE_PATIENT)
     if s.invisible_patient_release is None:
         return labelled
     f = _FIRST
     recent = exists().where(
-        f.c.resource_type == type_col,
-        f.c.id == id_col,
+        f.c.patient_id == row.c.patient_id,
+        f.c.resource_type == row.c.resource_type,
+        f.c.id == row.c.id,
         f.c.version_id == 1,
         f.c.last_updated > now - s.invisible_patient_release,
     )
@@ -210,7 +214,10 @@ def _created_by(table: Table, actor: str) -> ColumnElement[bool]:
         return c.created_by == actor
     o = _OWNER
     return exists().where(
-        o.c.resource_type == c.resource_type, o.c.id == c.id, o.c.created_by == actor
+        o.c.patient_id == c.patient_id,
+        o.c.resource_type == c.resource_type,
+        o.c.id == c.id,
+        o.c.created_by == actor,
     )
 
 
@@ -219,6 +226,7 @@ def _documents_of(table: Table, condition: Any) -> ColumnElement[bool]:
     which `condition(doc_alias)` holds."""
     c, d, ref = table.c, _DOC, _DOC_REF
     return exists().where(
+        ref.c.patient_id == c.patient_id,
         ref.c.resource_type == DOCREF,
         ref.c.param == "binary",
         ref.c.target_type == BINARY,
@@ -340,17 +348,20 @@ def _represents(identity: Identity, patient: Any, now: datetime) -> ColumnElemen
     minors = select(rp.c.patient_id).where(
         rp.c.resource_type == "RelatedPerson",
         rp.c.deleted.is_(False),
+        role.c.patient_id == rp.c.patient_id,
         role.c.resource_type == "RelatedPerson",
         role.c.resource_id == rp.c.id,
         role.c.param == "relationship",
         role.c.system == v.ROLE_CODE_SYSTEM,
         role.c.code.in_(v.LEGAL_REPRESENTATIVE_CODES),
+        rid.c.patient_id == rp.c.patient_id,
         rid.c.resource_type == "RelatedPerson",
         rid.c.resource_id == rp.c.id,
         rid.c.param == "identifier",
         ins.c.patient_id == identity.patient_id,
         ins.c.system == rid.c.system,
         ins.c.value == rid.c.code,
+        birth.c.patient_id == rp.c.patient_id,
         birth.c.resource_type == "Patient",
         birth.c.resource_id == rp.c.patient_id,
         birth.c.param == "birthdate",
@@ -385,14 +396,14 @@ def _patient(
     def hidden_from_representative(d: Any) -> ColumnElement[bool]:
         return and_(
             d.c.patient_id != identity.patient_id if identity.patient_id else true(),
-            _labelled(d.c.resource_type, d.c.id, v.INVISIBLE_REPRESENTANTS_LEGAUX),
+            _labelled(d, v.INVISIBLE_REPRESENTANTS_LEGAUX),
         )
 
     if rtype.name == DOCREF:
         announced = Rule(
             "announced",
             "the document is not labelled INVISIBLE_PATIENT (or has been released)",
-            not_(_unannounced(c.resource_type, c.id, now, s)),
+            not_(_unannounced(table, now, s)),
         )
         not_hidden = Rule(
             "not-hidden-from-representatives",
@@ -418,7 +429,7 @@ def _patient(
                 _documents_of(
                     table,
                     lambda d: or_(
-                        _unannounced(d.c.resource_type, d.c.id, now, s),
+                        _unannounced(d, now, s),
                         hidden_from_representative(d),
                     ),
                 )
@@ -509,16 +520,14 @@ def _professional(
     )
 
 
-def _not_masked(type_col: Any, id_col: Any, patient: Any, now: datetime) -> ColumnElement[bool]:
+def _not_masked(row: Any, now: datetime) -> ColumnElement[bool]:
     return and_(
-        not_(_labelled(type_col, id_col, v.MASQUE_PS)),
-        not_(_rule_exists(patient, (v.MASK_ALL,), None, now)),
+        not_(_labelled(row, v.MASQUE_PS)),
+        not_(_rule_exists(row.c.patient_id, (v.MASK_ALL,), None, now)),
     )
 
 
-def _readable_type(
-    identity: Identity, type_col: Any, id_col: Any, m: ProfessionMatrix | None
-) -> ColumnElement[bool]:
+def _readable_type(identity: Identity, row: Any, m: ProfessionMatrix | None) -> ColumnElement[bool]:
     """The document's type is not one the matrix keeps from the caller's profession."""
     forbidden = m.forbidden(identity.profession) if m is not None else ()
     if not forbidden:
@@ -526,8 +535,9 @@ def _readable_type(
     t = _LABEL
     return not_(
         exists().where(
-            t.c.resource_type == type_col,
-            t.c.resource_id == id_col,
+            t.c.patient_id == row.c.patient_id,
+            t.c.resource_type == row.c.resource_type,
+            t.c.resource_id == row.c.id,
             t.c.param == "type",
             tuple_(t.c.system, t.c.code).in_(forbidden),
         )
@@ -542,12 +552,11 @@ def _shared(
     m: ProfessionMatrix | None,
 ) -> Rule:
     """What a space with access shares of one type."""
-    c = table.c
     if rtype.name == DOCREF:
         not_masked = Rule(
             "not-masked",
             "the document is not hidden from professionals (MASQUE_PS, or all documents)",
-            _not_masked(c.resource_type, c.id, c.patient_id, now),
+            _not_masked(table, now),
         )
         if m is None:
             return not_masked
@@ -555,7 +564,7 @@ def _shared(
             "profession-matrix",
             f"the profession matrix {m.version} lets {m.describe(identity.profession)} read "
             "this document type",
-            _readable_type(identity, c.resource_type, c.id, m),
+            _readable_type(identity, table, m),
         )
         return Rule("shareable", "shared with professionals", all_of=(not_masked, profession))
     if rtype.name == BINARY:
@@ -566,8 +575,8 @@ def _shared(
             _documents_of(
                 table,
                 lambda d: and_(
-                    _not_masked(d.c.resource_type, d.c.id, d.c.patient_id, now),
-                    _readable_type(identity, d.c.resource_type, d.c.id, m),
+                    _not_masked(d, now),
+                    _readable_type(identity, d, m),
                 ),
             ),
         )
@@ -579,7 +588,7 @@ def _shared(
         return Rule(
             "entry-not-masked",
             "the entry is not hidden from professionals (MASQUE_PS in meta.security)",
-            not_(_labelled(c.resource_type, c.id, v.MASQUE_PS)),
+            not_(_labelled(table, v.MASQUE_PS)),
         )
     return Rule("space", "the space's other resources", true())
 

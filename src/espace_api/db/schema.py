@@ -2,7 +2,9 @@
 
 Every table of patient data carries `patient_id`, the compartment key that a sharded
 deployment distributes on (ARCHITECTURE.md principle 1). Resources outside any patient
-compartment (Practitioner, Organization) have a NULL `patient_id`.
+compartment (Practitioner, Organization), and audit events about no patient, have
+`patient_id = ''` (NO_PATIENT), not NULL: a distribution column cannot be NULL (migration 16_1,
+docs/citus.md). storage/ writes NO_PATIENT for None and reads it back as None.
 """
 
 from typing import Any
@@ -22,12 +24,15 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
+#: The patient_id of rows that belong to no patient (never NULL).
+NO_PATIENT = ""
+
 resources = Table(
     "resources",
     metadata,
     Column("resource_type", Text, primary_key=True),
     Column("id", Text, primary_key=True),
-    Column("patient_id", Text, nullable=True),
+    Column("patient_id", Text, nullable=False),
     Column("version_id", Integer, nullable=False),
     Column("last_updated", DateTime(timezone=True), nullable=False),
     Column("deleted", Boolean, nullable=False, server_default="false"),
@@ -43,7 +48,7 @@ resource_versions = Table(
     Column("resource_type", Text, primary_key=True),
     Column("id", Text, primary_key=True),
     Column("version_id", Integer, primary_key=True),
-    Column("patient_id", Text, nullable=True),
+    Column("patient_id", Text, nullable=False),
     Column("last_updated", DateTime(timezone=True), nullable=False),
     Column("deleted", Boolean, nullable=False, server_default="false"),
     Column("method", Text, nullable=False),
@@ -60,7 +65,7 @@ def _index_table(name: str, *value_columns: Column[Any], extra: tuple[Index, ...
         metadata,
         Column("resource_type", Text, nullable=False),
         Column("resource_id", Text, nullable=False),
-        Column("patient_id", Text, nullable=True),
+        Column("patient_id", Text, nullable=False),
         Column("param", Text, nullable=False),
         *value_columns,
         Index(f"ix_{name}_resource", "resource_type", "resource_id"),
@@ -116,7 +121,7 @@ audit_events = Table(
     metadata,
     Column("id", Text, primary_key=True),
     Column("recorded", DateTime(timezone=True), nullable=False),
-    Column("patient_id", Text, nullable=True),
+    Column("patient_id", Text, nullable=False),
     Column("action", Text, nullable=False),
     Column("subtype", Text, nullable=False),
     Column("outcome", Text, nullable=False),

@@ -31,7 +31,7 @@ from espace_api.fhir.validation import validate
 from espace_api.fhir.values import format_instant
 from espace_api.resources.behaviour import Behaviours, WriteEvent
 from espace_api.resources.results import Result, meta_for, version_headers
-from espace_api.storage import repository, search_sql
+from espace_api.storage import repository, routing, search_sql
 from espace_api.storage.repository import NewVersion, StoredRow
 
 
@@ -481,6 +481,7 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
         req,
         lambda t: ctx.policy(rtype, t, lookup),
         lambda rt, t: ctx.policy(rt, t, chained if rt.name == "Patient" else None),
+        pin_patient=await routing.distributed(ctx.conn),
     )
     summary_count = req.summary == "count"
     counted: list[str | None] = []
@@ -494,7 +495,7 @@ async def run_search(ctx: Context, req: SearchRequest) -> Result:
             ctx.conn, page, None if req.total == "none" else count_stmt
         )
     included = await _included(ctx, req, rows) if rows and (req.include or req.revinclude) else []
-    patients = [p for _, _, p in rows] + [m[3] for m in included] + counted
+    patients = [p for _, _, p in rows] + [m[3] or None for m in included] + counted
     patients = patients or [ctx.identity.patient_id]
     await recorder.record(
         ctx.conn,

@@ -2,16 +2,21 @@
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, insert, select, true
+from sqlalchemy import ColumnElement, Text, bindparam, func, insert, literal_column, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from espace_api.db.schema import audit_events, resources
+from espace_api.db.schema import NO_PATIENT, audit_events, resources
 from espace_api.metrics.counters import AUDIT_WRITE_FAILURES
 from espace_api.storage import audit_writer, raw
 
 _INSERT = insert(audit_events)  # one statement object: its cache key is computed once
 # The same with every column a named parameter, for the raw (asyncpg) path.
-_INSERT_ALL = insert(audit_events).values({c.name: bindparam(c.name, None) for c in audit_events.c})
+# A row of no patient stores NO_PATIENT ('', schema.py): the statement says so itself, since
+# the group-commit writer may be handed rows directly (a literal: it binds only row values).
+_INSERT_ALL = insert(audit_events).values(
+    {c.name: bindparam(c.name, None) for c in audit_events.c}
+    | {"patient_id": func.coalesce(bindparam("patient_id", None, type_=Text), literal_column("''"))}
+)
 
 
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
@@ -20,6 +25,7 @@ async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> 
     SQLAlchemy, so that the rows belong to it."""
     if not events:
         return
+    events = [e if e.get("patient_id") else {**e, "patient_id": NO_PATIENT} for e in events]
     try:
         if raw.autocommit(conn):
             await audit_writer.writer_for(conn.engine, _INSERT_ALL).write(conn, events)
@@ -68,4 +74,4 @@ async def patient_of(conn: AsyncConnection, resource_type: str, id_: str) -> str
     """The patient of a stored resource, whoever may see it (to name a refused access)."""
     r = resources
     stmt = select(r.c.patient_id).where(r.c.resource_type == resource_type, r.c.id == id_)
-    return (await conn.execute(stmt)).scalar_one_or_none()
+    return (await conn.execute(stmt)).scalar_one_or_none() or None

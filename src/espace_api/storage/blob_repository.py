@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from espace_api.storage import routing
 from espace_api.storage.data_key_repository import WrappedKey, data_keys
 
 
@@ -289,6 +290,19 @@ async def lock_unreferenced(
     so such a blob is skipped here, and a claim in progress makes the blob young again.
     """
 
+    if await routing.distributed(conn):  # no row lock across shards: one blob at a time
+        locked: list[BlobKey] = []  # from more candidates, as SKIP LOCKED passes over some
+        for key in await list_unreferenced(conn, older_than, limit * routing.CANDIDATES):
+            if len(locked) == limit:
+                break
+            one = (
+                select(blobs.c.sha256)
+                .where(_key_filter(blobs, key), _unreferenced(older_than))
+                .with_for_update(skip_locked=True)
+            )
+            if (await conn.execute(one)).first() is not None:
+                locked.append(key)
+        return locked
     stmt = (
         select(blobs.c.patient_id, blobs.c.sha256)
         .where(_unreferenced(older_than))

@@ -86,12 +86,20 @@ async def deposits_by_identifier(
             r.c.patient_id,
             r.c.content.cast(Text).label("json"),
         )
-        .join(first, and_(first.c.resource_type == r.c.resource_type, first.c.id == r.c.id))
+        .join(
+            first,
+            and_(
+                first.c.patient_id == r.c.patient_id,
+                first.c.resource_type == r.c.resource_type,
+                first.c.id == r.c.id,
+            ),
+        )
         .where(
             r.c.resource_type == "DocumentReference",
             r.c.deleted.is_(False),
             first.c.version_id == 1,
             exists().where(
+                t.c.patient_id == r.c.patient_id,
                 t.c.resource_type == r.c.resource_type,
                 t.c.resource_id == r.c.id,
                 t.c.param == "identifier",

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import (
+    NO_PATIENT,
     resource_versions,
     resources,
     search_date,
@@ -29,8 +30,9 @@ from espace_api.db.schema import (
     search_string,
     search_token,
 )
+from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import IndexRows
-from espace_api.storage import raw
+from espace_api.storage import raw, routing
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def _row(m: Any, resource_type: str, id_: str) -> StoredRow:
         m.version_id,
         m.last_updated,
         m.deleted,
-        m.patient_id,
+        m.patient_id or None,
         m.json,
         getattr(m, "created_by", None),
     )
@@ -83,12 +85,23 @@ async def get_current(
     *,
     for_update: bool = False,
 ) -> StoredRow | None:
-    """The current row (maybe a tombstone) if it exists and the policy lets it be seen."""
-    stmt = _read_statement(resource_type, policy, for_update)
+    """The current row (maybe a tombstone) if it exists and the policy lets it be seen. On
+    Citus the row's patient is found first, so that the read runs on one shard
+    (storage/routing.py)."""
+    params: dict[str, Any] = {"read_id": id_}
+    routed = await routing.distributed(conn)
+    if routed:
+        params["read_patient"] = await routing.patient_of(conn, resource_type, id_)
+        if params["read_patient"] is None:
+            return None
+        if for_update:  # Citus locks rows only in a statement on one shard: lock, then read
+            await routing.lock(conn, resource_type, id_, params["read_patient"])
+            for_update = False
+    stmt = read_statement(resource_type, policy, for_update, routed)
     if for_update:  # inside the write's transaction, through SQLAlchemy
-        m = (await conn.execute(stmt, {"read_id": id_})).first()
+        m = (await conn.execute(stmt, params)).first()
     else:
-        m = await raw.fetchrow(conn, stmt, {"read_id": id_})
+        m = await raw.fetchrow(conn, stmt, params)
         m = _Fields(m) if m is not None else None
     return _row(m, resource_type, id_) if m else None
 
@@ -108,14 +121,15 @@ class _Fields:
 # Read statements per (type, policy predicate, FOR UPDATE), the id a bound parameter: the
 # policy module hands out one predicate object per caller and second, so a statement object
 # (and its SQLAlchemy cache key, computed once per object) serves all of that caller's reads.
-_READS: dict[tuple[str, int, bool], tuple[ColumnElement[bool], Select[Any]]] = {}
+_READS: dict[tuple[str, int, bool, bool], tuple[ColumnElement[bool], Select[Any]]] = {}
 _READS_MAX = 512  # a second's worth of callers; older statements are dead
 
 
-def _read_statement(
-    resource_type: str, policy: ColumnElement[bool], for_update: bool
+def read_statement(
+    resource_type: str, policy: ColumnElement[bool], for_update: bool, routed: bool
 ) -> Select[Any]:
-    key = (resource_type, id(policy), for_update)
+    """The read by id (parameter `read_id`; with `routed`, also `read_patient`: Citus)."""
+    key = (resource_type, id(policy), for_update, routed)
     hit = _READS.get(key)
     if hit is not None and hit[0] is policy:
         return hit[1]
@@ -127,9 +141,12 @@ def _read_statement(
         r.c.patient_id,
         r.c.created_by,
         r.c.content.cast(Text).label("json"),
-    ).where(
-        r.c.resource_type == resource_type, r.c.id == bindparam("read_id", None, type_=Text), policy
-    )
+    ).where(r.c.resource_type == resource_type, r.c.id == bindparam("read_id", None, type_=Text))
+    if routed:
+        patient = bindparam("read_patient", None, type_=Text)
+        stmt = stmt.where(routing.pinned(policy, r.c.patient_id, patient))
+    else:
+        stmt = stmt.where(policy)
     if for_update:
         stmt = stmt.with_for_update()
     if len(_READS) >= _READS_MAX:
@@ -174,10 +191,10 @@ _INSERT_VERSION = insert(resource_versions)
 
 async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows | None) -> None:
     """Insert or replace the current row, append history, and rewrite the indexes."""
-    values = {
+    values: dict[str, Any] = {
         "version_id": new.version_id,
         "last_updated": new.last_updated,
-        "patient_id": new.patient_id,
+        "patient_id": new.patient_id or NO_PATIENT,
         "deleted": new.content is None,
         "content": new.content,
     }
@@ -188,12 +205,21 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
             | values,
         )
     else:
-        await conn.execute(
-            update(resources)
-            .where(resources.c.resource_type == new.resource_type, resources.c.id == new.id)
-            .values(**values)
-        )
-        await delete_indexes(conn, new.resource_type, new.id)
+        # On Citus, the statements name the patient (one shard) and leave it unchanged: a
+        # distribution column cannot be updated, so a resource keeps its patient there.
+        patient = values["patient_id"] if await routing.distributed(conn) else None
+        r = resources
+        where = [r.c.resource_type == new.resource_type, r.c.id == new.id]
+        changes = values
+        if patient is not None:
+            where.append(r.c.patient_id == patient)
+            changes = {k: v for k, v in values.items() if k != "patient_id"}
+        done = await conn.execute(update(r).where(*where).values(**changes))
+        if done.rowcount != 1:
+            raise FhirError.unprocessable(
+                "A resource cannot move to another patient's space", "PATIENT_CHANGE"
+            )
+        await delete_indexes(conn, new.resource_type, new.id, patient)
     await conn.execute(
         _INSERT_VERSION,
         {"resource_type": new.resource_type, "id": new.id, "method": new.method} | values,
@@ -211,19 +237,26 @@ SEARCH_INDEX_TABLES: tuple[Table, ...] = (
 _INSERT_INDEX = {table.name: insert(table) for table in SEARCH_INDEX_TABLES}
 
 
-async def delete_indexes(conn: AsyncConnection, resource_type: str, id_: str) -> None:
-    """Remove every index row of a resource."""
+async def delete_indexes(
+    conn: AsyncConnection, resource_type: str, id_: str, patient_id: str | None = None
+) -> None:
+    """Remove every index row of a resource (of `patient_id` when given: one shard)."""
     for table in SEARCH_INDEX_TABLES:
-        await conn.execute(
-            delete(table).where(table.c.resource_type == resource_type, table.c.resource_id == id_)
-        )
+        where = [table.c.resource_type == resource_type, table.c.resource_id == id_]
+        if patient_id is not None:
+            where.append(table.c.patient_id == patient_id)
+        await conn.execute(delete(table).where(*where))
 
 
 def index_batches(
     resource_type: str, id_: str, patient_id: str | None, index: IndexRows
 ) -> list[tuple[Table, list[dict[str, Any]]]]:
     """A resource's index rows as (table, rows) pairs ready for executemany."""
-    key = {"resource_type": resource_type, "resource_id": id_, "patient_id": patient_id}
+    key = {
+        "resource_type": resource_type,
+        "resource_id": id_,
+        "patient_id": patient_id or NO_PATIENT,
+    }
     return [
         (
             search_token,
@@ -296,7 +329,7 @@ async def history(
             m.version_id,
             m.last_updated,
             m.deleted,
-            m.patient_id,
+            m.patient_id or None,
             m.json,
             method=m.method,
         )
@@ -313,10 +346,10 @@ async def run_search(
     with the page (a window count over the matches, one query and one plan), and from the
     count query only when the page is empty."""
     if count is None:
-        return [(m[0], m[1], m[2]) for m in await conn.execute(page)], None
+        return [(m[0], m[1], m[2] or None) for m in await conn.execute(page)], None
     found = list(await conn.execute(page.add_columns(func.count().over())))
     if found:
-        return [(m[0], m[1], m[2]) for m in found], found[0][3]
+        return [(m[0], m[1], m[2] or None) for m in found], found[0][3]
     return [], (await conn.execute(count)).scalar_one()
 
 
@@ -324,7 +357,7 @@ async def patients_of(conn: AsyncConnection, page: Select[Any], limit: int) -> l
     """Distinct patients of the rows a compiled search matches (for auditing a count)."""
     matches = page.limit(None).offset(None).order_by(None).subquery()
     stmt = select(matches.c.patient_id).distinct().limit(limit)
-    return [m[0] for m in await conn.execute(stmt)]
+    return [m[0] or None for m in await conn.execute(stmt)]
 
 
 async def find_ids(conn: AsyncConnection, page: Select[Any]) -> list[str]:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -33,6 +34,7 @@ from espace_api.db.schema import (
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.search import DATE_PREFIXES, Criterion, Include, SearchRequest, exact_ins
 from espace_api.fhir.values import date_range, normalize_string, split_reference
+from espace_api.storage import routing
 
 PolicyFn = Callable[[Table], ColumnElement[bool]]
 # The access policy of any type (chains, _has, includes): same predicate as the main query.
@@ -164,8 +166,14 @@ def _reference_value(t: Table, value: str, target_type: str | None) -> ColumnEle
 
 
 def _index_rows(r: Table, t: Table, name: str) -> list[ColumnElement[bool]]:
-    """Join conditions from resources alias `r` to index alias `t` for one parameter."""
-    return [t.c.resource_type == r.c.resource_type, t.c.resource_id == r.c.id, t.c.param == name]
+    """Join conditions from resources alias `r` to index alias `t` for one parameter (the
+    patient_id too: on Citus the join stays on the resource's shard, docs/citus.md)."""
+    return [
+        t.c.patient_id == r.c.patient_id,
+        t.c.resource_type == r.c.resource_type,
+        t.c.resource_id == r.c.id,
+        t.c.param == name,
+    ]
 
 
 def _value_clause(t: Table, crit: Criterion, value: str) -> ColumnElement[bool]:
@@ -227,6 +235,7 @@ def _chain_clause(r: Table, crit: Criterion, type_policy: TypePolicy | None) -> 
     assert crit.chain_type is not None  # by construction
     ref = _alias(search_reference)
     return exists().where(
+        ref.c.patient_id == r.c.patient_id,
         ref.c.resource_type == r.c.resource_type,
         ref.c.resource_id == r.c.id,
         ref.c.param == crit.param.name,
@@ -251,15 +260,17 @@ def _has_clause(r: Table, crit: Criterion, type_policy: TypePolicy | None) -> Co
     assert crit.has_type is not None and crit.chain is not None  # by construction
     other = _alias(resources)
     ref = _alias(search_reference)
-    return exists().where(
+    # Uncorrelated: the referencing resources may live on other shards (Citus).
+    pointing = select(ref.c.target_type, ref.c.target_id).where(
         ref.c.param == crit.has_ref,
-        ref.c.target_id == r.c.id,
-        ref.c.target_type == r.c.resource_type,
+        ref.c.patient_id == other.c.patient_id,
         ref.c.resource_type == other.c.resource_type,
         ref.c.resource_id == other.c.id,
         *_live(other, crit.has_type, type_policy),
         criterion_clause(other, crit.chain, type_policy),
     )
+    found: ColumnElement[bool] = tuple_(r.c.resource_type, r.c.id).in_(pointing)
+    return found
 
 
 def _sort_column(r: Table, req: SearchRequest, name: str, desc: bool) -> Any:
@@ -281,6 +292,7 @@ def _sort_column(r: Table, req: SearchRequest, name: str, desc: bool) -> Any:
     return (
         select(agg)
         .where(
+            t.c.patient_id == r.c.patient_id,
             t.c.resource_type == r.c.resource_type,
             t.c.resource_id == r.c.id,
             t.c.param == name,
@@ -341,25 +353,52 @@ def _compartment_clause(
                 select(i.c.patient_id).where(tuple_(i.c.system, i.c.value).in_(pairs))
             )
         return r.c.patient_id.in_(_chained_ids(_CHAIN_PATIENT, crit, type_policy))
+    ids = _compartment_ids(crit)
+    return r.c.patient_id.in_(ids) if ids else None
+
+
+def _compartment_ids(crit: Criterion) -> list[str] | None:
+    """The Patient ids a compartment criterion names (None: some value names no Patient)."""
     ids = []
     for value in crit.values:
         split = split_reference(value)
         if split is None or (split[0] or crit.target_type or "Patient") != "Patient":
             return None
         ids.append(split[1])
-    return r.c.patient_id.in_(ids) if ids else None
+    return ids
+
+
+def _one_patient(r: Table, req: SearchRequest) -> str | None:
+    """The one patient a search's compartment criterion names, if it names exactly one."""
+    for crit in req.criteria:
+        if crit.chain is None and _compartment_clause(r, req.rtype, crit, None) is not None:
+            ids = _compartment_ids(crit)
+            if ids and len(set(ids)) == 1:
+                return ids[0]
+    return None
 
 
 def search_statements(
-    req: SearchRequest, policy_for: PolicyFn, type_policy: TypePolicy | None = None
+    req: SearchRequest,
+    policy_for: PolicyFn,
+    type_policy: TypePolicy | None = None,
+    *,
+    pin_patient: bool = False,
 ) -> tuple[Select[Any], Select[Any]]:
-    """(page query returning id + JSON text + patient, count query)."""
+    """(page query returning id + JSON text + patient, count query). With `pin_patient`
+    (Citus), a search of one patient's compartment names that patient in every subquery
+    too, so that it runs on the patient's shard (storage/routing.py)."""
     r = _R
     with _alias_scope():
         where = where_clause(r, req, policy_for(r), type_policy)
+        patient = _one_patient(r, req) if pin_patient else None
+        if patient is not None:
+            where = routing.pinned(where, r.c.patient_id, literal(patient, Text))
         order = []
         for name, desc in req.sort:
             column = _sort_column(r, req, name, desc)
+            if patient is not None:
+                column = routing.replaced(column, r.c.patient_id, literal(patient, Text))
             order.append(column.desc().nulls_last() if desc else column.asc().nulls_last())
     if not req.sort:
         order.append(r.c.last_updated.asc())
@@ -413,8 +452,9 @@ def _include_statement(
             conds.append(ref.c.param == d.param.name)
         targets = (d.target,) if d.target else (d.param.targets if d.param else ()) or REGISTRY
         conds.append(ref.c.target_type.in_(list(targets)))
-        linked = exists().where(
-            *conds, ref.c.target_type == inc.c.resource_type, ref.c.target_id == inc.c.id
+        # Uncorrelated: the targets may live on other shards (a Practitioner has none).
+        linked: ColumnElement[bool] = tuple_(inc.c.resource_type, inc.c.id).in_(
+            select(ref.c.target_type, ref.c.target_id).where(*conds)
         )
         visible = or_(*(and_(*_live(inc, REGISTRY[t], type_policy)) for t in targets))
         branches.append(and_(linked, visible))
@@ -427,7 +467,11 @@ def _include_statement(
         ]
         if not pointing:
             continue
-        conds = [ref.c.resource_type == inc.c.resource_type, ref.c.resource_id == inc.c.id]
+        conds = [
+            ref.c.patient_id == inc.c.patient_id,
+            ref.c.resource_type == inc.c.resource_type,
+            ref.c.resource_id == inc.c.id,
+        ]
         if d.param is not None:
             conds.append(ref.c.param == d.param.name)
         linked = exists().where(*conds, or_(*pointing))

@@ -21,6 +21,7 @@ from espace_api.db.schema import (
     subscriptions,
 )
 from espace_api.lifecycle.state import Space
+from espace_api.storage import routing
 from espace_api.storage.blob_repository import blob_refs
 from espace_api.storage.data_key_repository import destroy_keys
 from espace_api.storage.repository import SEARCH_INDEX_TABLES
@@ -59,15 +60,22 @@ async def due(conn: AsyncConnection, now: datetime, limit: int) -> tuple[list[st
     with SKIP LOCKED so concurrent jobs share the work without waiting."""
     s = patient_spaces
 
+    distributed = await routing.distributed(conn)
+
     async def past(state: str, deadline: Any) -> list[str]:
-        stmt = (
-            select(s.c.patient_id)
-            .where(s.c.state == state, deadline <= now)
-            .order_by(deadline)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        return [m[0] for m in await conn.execute(stmt)]
+        stmt = select(s.c.patient_id).where(s.c.state == state, deadline <= now)
+        stmt = stmt.order_by(deadline).limit(limit)
+        if not distributed:
+            return [m[0] for m in await conn.execute(stmt.with_for_update(skip_locked=True))]
+        locked: list[str] = []  # Citus locks no rows across shards: one space at a time,
+        # from more candidates than needed, as SKIP LOCKED would pass over locked ones
+        for (patient_id,) in list(await conn.execute(stmt.limit(limit * routing.CANDIDATES))):
+            if len(locked) == limit:
+                break
+            one = stmt.where(s.c.patient_id == patient_id).with_for_update(skip_locked=True)
+            if (await conn.execute(one)).first() is not None:
+                locked.append(patient_id)
+        return locked
 
     return await past("notified", s.c.opposition_deadline), await past("closed", s.c.purge_after)
 
