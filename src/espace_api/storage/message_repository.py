@@ -193,7 +193,14 @@ async def threads(
             latest.c.unread,
         )
         .select_from(
-            latest.join(lr, and_(lr.c.resource_type == COMMUNICATION, lr.c.id == latest.c.id))
+            latest.join(
+                lr,
+                and_(
+                    lr.c.patient_id == patient_id,  # one shard on Citus (docs/citus.md)
+                    lr.c.resource_type == COMMUNICATION,
+                    lr.c.id == latest.c.id,
+                ),
+            )
         )
         .order_by(latest.c.sent.desc(), latest.c.id.desc())
         .limit(count)
@@ -276,36 +283,41 @@ _TO_SEND: tuple[ColumnElement[str], ...] = (
 async def claim_due(
     conn: AsyncConnection, now: datetime, lease_until: datetime, limit: int
 ) -> list[Due]:
-    """Take up to `limit` notifications due at `now` (skipping those another worker holds):
-    `sending` until `lease_until`, so that an event arriving meanwhile queues a new pending
-    notification instead of joining one already on its way."""
+    """Take up to `limit` notifications due at `now`: `sending` until `lease_until`, so that
+    an event arriving meanwhile queues a new pending notification instead of joining one
+    already on its way. Candidates are listed without locks, then each is claimed by its full
+    key with the due condition checked again: a notification another worker claimed first is
+    skipped, and every statement but the listing stays on one shard on Citus (which refuses
+    row locks across shards)."""
     o, s = notification_outbox, subscriptions
-    due = (
-        select(o.c.patient_id, o.c.id)
-        .where(o.c.state.in_(_TO_SEND), o.c.next_attempt <= now)
-        .order_by(o.c.next_attempt)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("due")
+    is_due = and_(o.c.state.in_(_TO_SEND), o.c.next_attempt <= now)
+    candidates = await conn.execute(
+        select(o.c.patient_id, o.c.id).where(is_due).order_by(o.c.next_attempt).limit(limit)
     )
-    claimed = (
-        update(o)
-        .where(tuple_(o.c.patient_id, o.c.id).in_(select(due.c.patient_id, due.c.id)))
-        .values(state="sending", next_attempt=lease_until)
-        .returning(o.c.patient_id, o.c.id, o.c.subscription_id, o.c.attempts)
-        .cte("claimed")
-    )
-    stmt = select(claimed, s.c.endpoint, s.c.headers).select_from(
-        claimed.outerjoin(
-            s,
-            and_(
-                s.c.patient_id == claimed.c.patient_id,
-                s.c.id == claimed.c.subscription_id,
-                s.c.active.is_(True),
-            ),
-        )
-    )
-    return [Due(m[0], m[1], m[2], m[3], m[4], list(m[5] or [])) for m in await conn.execute(stmt)]
+    taken: list[Due] = []
+    for patient_id, id_ in candidates.all():
+        claimed = (
+            await conn.execute(
+                update(o)
+                .where(o.c.patient_id == patient_id, o.c.id == id_, is_due)
+                .values(state="sending", next_attempt=lease_until)
+                .returning(o.c.subscription_id, o.c.attempts)
+            )
+        ).first()
+        if claimed is None:
+            continue  # another worker took it
+        target = (
+            await conn.execute(
+                select(s.c.endpoint, s.c.headers).where(
+                    s.c.patient_id == patient_id,
+                    s.c.id == claimed[0],
+                    s.c.active.is_(True),
+                )
+            )
+        ).first()
+        endpoint, headers = (target[0], list(target[1] or [])) if target else (None, [])
+        taken.append(Due(patient_id, id_, claimed[0], claimed[1], endpoint, headers))
+    return taken
 
 
 async def settle(

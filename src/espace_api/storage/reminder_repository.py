@@ -33,7 +33,14 @@ async def active_people(
     s, r = patient_spaces, resources
     stmt = (
         select(s.c.patient_id, r.c.content["birthDate"].astext, r.c.content["gender"].astext)
-        .join(r, and_(r.c.resource_type == "Patient", r.c.id == s.c.patient_id))
+        .join(
+            r,
+            and_(
+                r.c.patient_id == s.c.patient_id,  # co-located on Citus (docs/citus.md)
+                r.c.resource_type == "Patient",
+                r.c.id == s.c.patient_id,
+            ),
+        )
         .where(s.c.state == ACTIVE, s.c.patient_id > after, r.c.deleted.is_(False))
         .order_by(s.c.patient_id)
         .limit(limit)
@@ -48,8 +55,22 @@ async def vaccinations(
     t, d, r = search_token, search_date, resources
     stmt = (
         select(t.c.patient_id, (t.c.system + "|" + t.c.code).cast(Text), d.c.low)
-        .join(d, and_(d.c.resource_type == t.c.resource_type, d.c.resource_id == t.c.resource_id))
-        .join(r, and_(r.c.resource_type == t.c.resource_type, r.c.id == t.c.resource_id))
+        .join(
+            d,
+            and_(
+                d.c.patient_id == t.c.patient_id,  # co-located on Citus (docs/citus.md)
+                d.c.resource_type == t.c.resource_type,
+                d.c.resource_id == t.c.resource_id,
+            ),
+        )
+        .join(
+            r,
+            and_(
+                r.c.patient_id == t.c.patient_id,
+                r.c.resource_type == t.c.resource_type,
+                r.c.id == t.c.resource_id,
+            ),
+        )
         .where(
             t.c.patient_id.in_(patient_ids),
             t.c.resource_type == "Immunization",
