@@ -9,6 +9,7 @@ pooled connections is `pg_terminate_backend` on this test database's own backend
 
 import asyncio
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator
 
@@ -31,13 +32,18 @@ from tests.test_documents_deposit import code, iti65, lgc, new_patient, send
 FAST = 2.0  # seconds: a refused connect must not wait for the request deadline
 
 
-def closed_port_url(database_url: str) -> str:
-    """The test database's URL on a local port where nothing listens."""
+def down_url(database_url: str, kind: str) -> str:
+    """The test database's URL where nothing listens: a local TCP port, or a Unix socket
+    directory without a socket (as while a Postgres reached by its socket restarts)."""
+    url = make_url(database_url).difference_update_query(["host"])
+    if kind == "unix":
+        return url.set(host=None, port=None, query={"host": tempfile.mkdtemp()}).render_as_string(
+            hide_password=False
+        )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url = make_url(database_url).set(host="127.0.0.1", port=port)
-    return url.render_as_string(hide_password=False)
+    return url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -60,14 +66,17 @@ def unavailable(r: httpx.Response, started: float) -> None:
     assert int(r.headers["Retry-After"]) >= 1
 
 
-async def test_database_down_answers_503_fast_on_probe_read_search_and_deposit(own_app, settings):
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+async def test_database_down_answers_503_fast_on_probe_read_search_and_deposit(
+    own_app, settings, kind
+):
     auth = AuthFactory(own_app)
     async with await client_of(own_app) as client:
         pid = await new_patient(client, auth)
         reader, vendor = await auth.patient(pid), await lgc(auth)
         bundle, _ = iti65(pid, pdf(4096))
         live = own_app.state.engine
-        down = settings.model_copy(update={"database_url": closed_port_url(settings.database_url)})
+        down = settings.model_copy(update={"database_url": down_url(settings.database_url, kind)})
         own_app.state.engine = make_engine(down)
         try:
             for call in (

@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 # crash shutdown and "starting up" (57P01-57P03), too many connections (53300).
 _STATES = ("57P01", "57P02", "57P03", "53300")
 _CLOSED = ("connection is closed", "connection was closed")
+_CONNECT_MODULE = "asyncpg/connect_utils.py"
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -40,9 +41,22 @@ def _one(e: BaseException) -> bool:
         return True
     if isinstance(e, PoolTimeout | ConnectionError | TimeoutError | socket.gaierror):
         return True
+    if isinstance(e, OSError) and _in_driver_connect(e):
+        return True  # e.g. a Unix socket that is gone while Postgres restarts
     state = getattr(e, "sqlstate", None)
     if isinstance(state, str) and (state.startswith("08") or state in _STATES):
         return True
     # asyncpg's InterfaceError and the SQLAlchemy adapter's (both by that name).
     interface = any(c.__name__ == "InterfaceError" for c in type(e).__mro__)
     return interface and any(m in str(e) for m in _CLOSED)
+
+
+def _in_driver_connect(e: BaseException) -> bool:
+    """Whether `e` was raised while asyncpg opened a connection (not, say, by a blob file)."""
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(_CONNECT_MODULE):
+            return True
+        tb = tb.tb_next
+    return False
+
