@@ -295,6 +295,7 @@ def _in_categories(table: Table, categories: tuple[tuple[str, str], ...]) -> Col
     """The current version of the resource has one of `categories` (system "" = any)."""
     t, c = _CATEGORY, table.c
     return exists().where(
+        t.c.patient_id == c.patient_id,  # stays on the row's shard on Citus
         t.c.resource_type == c.resource_type,
         t.c.resource_id == c.id,
         t.c.param == "category",

@@ -59,4 +59,3 @@ def _in_driver_connect(e: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
-

@@ -34,6 +34,7 @@ from espace_api.db.schema import (
     resources,
     subscriptions,
 )
+from espace_api.storage import routing
 
 COMMUNICATION = "Communication"
 
@@ -154,12 +155,13 @@ async def threads(
     per thread with its latest visible message, the number of visible messages and how many
     of them the viewer has not read (a recipient without receipt); and the thread total."""
     r, m, p = resources, messages, message_participants
+    # Every table named with the patient's id: one shard on Citus (docs/citus.md).
     unread = exists().where(
-        p.c.patient_id == m.c.patient_id,
+        p.c.patient_id == patient_id,
         p.c.message_id == m.c.id,
         p.c.role == "recipient",
         p.c.received.is_(None),
-        viewer.actor_is(p, m.c.patient_id),
+        viewer.actor_is(p, patient_id),
     )
     seen = (
         select(
@@ -172,12 +174,11 @@ async def threads(
             .over(partition_by=m.c.thread_id, order_by=(m.c.sent.desc(), r.c.id.desc()))
             .label("rank"),
         )
-        .select_from(r.join(m, and_(m.c.patient_id == r.c.patient_id, m.c.id == r.c.id)))
+        .select_from(r.join(m, and_(m.c.patient_id == patient_id, m.c.id == r.c.id)))
         .where(
             r.c.resource_type == COMMUNICATION,
-            r.c.patient_id == patient_id,
             r.c.deleted.is_(False),
-            policy,
+            routing.pinned(policy, r.c.patient_id, literal(patient_id, Text)),
         )
         .cte("seen")
     )

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Float, Text, and_, delete, func, select, true
-from sqlalchemy.dialects.postgresql import array, insert
+from sqlalchemy import ColumnElement, Float, Text, and_, delete, func, literal, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import observation_values, resources
+from espace_api.storage import routing
 
 OBSERVATION = "Observation"
 
@@ -101,16 +102,21 @@ async def holder_of(
     return (await conn.execute(stmt)).scalar_one_or_none()
 
 
-def _visible_values(visible: ColumnElement[bool]) -> tuple[ColumnElement[bool], ...]:
-    """Join conditions from a value row to its current, visible Observation."""
+def _visible_values(
+    visible: ColumnElement[bool], patient_id: str
+) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """(join, where): a value row of `patient_id` joined to its current Observation, and the
+    visibility predicate pinned to the patient, kept out of the ON clause (Citus plans the
+    legal-representative subquery of patient tokens apart only from the WHERE clause; the
+    rest runs on the patient's shard, docs/citus.md)."""
     ov, r = observation_values, resources
-    return (
+    join = and_(
         r.c.resource_type == OBSERVATION,
         r.c.id == ov.c.resource_id,
         r.c.patient_id == ov.c.patient_id,
         r.c.deleted.is_(False),
-        visible,
     )
+    return join, routing.pinned(visible, r.c.patient_id, literal(patient_id, Text))
 
 
 async def lastn(
@@ -121,32 +127,24 @@ async def lastn(
     visible: ColumnElement[bool],
 ) -> list[tuple[str, str]]:
     """(id, JSON) of the latest `max_per_code` visible Observations per code, newest first
-    within each code: a LATERAL index range (patient, code, effective desc) per code, with
-    the visibility predicate written once."""
-    if not codes:
-        return []
+    within each code: one index range (patient, code, effective desc) per code. (One query
+    per code rather than a LATERAL over the codes: Citus routes each to the patient's shard,
+    it refuses the LATERAL join.)"""
     ov, r = observation_values, resources
-    wanted = (
-        func.unnest(array(list(codes), type_=Text))
-        .table_valued("code", with_ordinality="rank")
-        .render_derived(name="wanted")
-    )
-    latest = (
-        select(ov.c.effective, r.c.id, r.c.content.cast(Text).label("json"))
-        .select_from(ov.join(r, and_(*_visible_values(visible))))
-        .where(ov.c.patient_id == patient_id, ov.c.code == wanted.c.code)
-        .order_by(ov.c.effective.desc())
-        .limit(max_per_code)
-        .lateral("latest")
-    )
-    stmt = (
-        select(latest.c.id, latest.c.json)
-        .select_from(wanted.join(latest, true()))
-        .order_by(wanted.c.rank, latest.c.effective.desc())
-    )
+    join, shown = _visible_values(visible, patient_id)
+    rows: list[tuple[str, str]] = []
+    for code in codes:
+        stmt = (
+            select(r.c.id, r.c.content.cast(Text))
+            .select_from(ov.join(r, join))
+            .where(shown, ov.c.patient_id == patient_id, ov.c.code == code)
+            .order_by(ov.c.effective.desc())
+            .limit(max_per_code)
+        )
+        rows += [(m[0], m[1]) for m in await conn.execute(stmt)]
     seen: set[str] = set()
     out = []
-    for id_, json in await conn.execute(stmt):
+    for id_, json in rows:
         if id_ not in seen:  # a blood pressure answers for both its components
             seen.add(id_)
             out.append((id_, json))
@@ -165,6 +163,7 @@ async def daily_summary(
     """Count, min, max and mean per code and local day (`tz`) of the visible values in
     [low, high)."""
     ov = observation_values
+    join, shown = _visible_values(visible, patient_id)
     day = func.to_char(func.timezone(tz, ov.c.effective), "YYYY-MM-DD").label("day")
     stmt = (
         select(
@@ -176,8 +175,9 @@ async def daily_summary(
             func.avg(ov.c.value).cast(Float),
             func.min(ov.c.unit),
         )
-        .select_from(ov.join(resources, and_(*_visible_values(visible))))
+        .select_from(ov.join(resources, join))
         .where(
+            shown,
             ov.c.patient_id == patient_id,
             ov.c.code.in_(codes),
             ov.c.effective >= low,
