@@ -13,10 +13,12 @@ import asyncio
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
+
+from espace_api.blobs import encryption
 
 if TYPE_CHECKING:
     from bench.faults import Deposit
@@ -27,7 +29,7 @@ SELECT id, content->'masterIdentifier'->>'value' AS master,
 FROM resources WHERE resource_type = 'DocumentReference' AND NOT deleted
 """
 BINARIES = """
-SELECT r.id, b.size,
+SELECT r.id, b.size, b.key_generation,
        (SELECT coalesce(sum(octet_length(c.data)), 0) FROM blob_chunks c
         WHERE c.patient_id = b.patient_id AND c.sha256 = b.sha256) AS stored
 FROM resources r
@@ -80,8 +82,14 @@ async def stored(url: str) -> Stored:
     by_master: dict[str, list[str]] = defaultdict(list)
     for row in docs:
         by_master[row["master"]].append(binary_id(row["url"]))
-    whole = {b["id"] for b in binaries if b["size"] is not None and b["stored"] == b["size"]}
+    whole = {b["id"] for b in binaries if b["size"] is not None and b["stored"] == _stored(b)}
     return Stored(dict(by_master), whole, {b["id"] for b in binaries}, unreferenced)
+
+
+def _stored(blob: Any) -> int:
+    """The bytes a whole blob holds: its size, or its encrypted form's (blobs/encryption.py)."""
+    size = int(blob["size"])
+    return size if blob["key_generation"] is None else encryption.stored_size(size)
 
 
 async def fetched_intact(base: str, deposits: list["Deposit"], readers: dict[str, str]) -> int:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
 from espace_api.config import Settings
+from espace_api.db.availability import unavailable
 from espace_api.fhir.registry import REGISTRY
 from espace_api.metrics.counters import NOTIFICATIONS
 from espace_api.resources.behaviour import Behaviours
@@ -145,8 +146,11 @@ class NotificationWorker:
         while True:
             try:
                 await self.run_once()
-            except Exception:  # the next round tries again
-                log.exception("notification worker round failed")
+            except Exception as exc:  # the next round tries again
+                if unavailable(exc):
+                    log.warning("notification worker: database unavailable, next round later")
+                else:
+                    log.exception("notification worker round failed")
             await asyncio.sleep(interval.total_seconds())
 
     async def aclose(self) -> None:
