@@ -161,3 +161,29 @@ async def test_the_deadline_answers_only_its_own_timeouts():
     scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
     with pytest.raises(TimeoutError):
         await Deadline(connect_times_out, seconds=5)(scope, None, nothing)
+
+
+async def test_readyz_says_not_ready_until_the_schema_is_at_head(own_app, database_url):
+    async with await client_of(own_app) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        conn = await asyncpg.connect(
+            make_url(database_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
+        try:
+            heads = [r[0] for r in await conn.fetch("SELECT version_num FROM alembic_version")]
+            await conn.execute(
+                "UPDATE alembic_version SET version_num = '9_1' WHERE version_num = $1", heads[0]
+            )
+            try:
+                r = await client.get("/readyz")
+            finally:
+                await conn.execute(
+                    "UPDATE alembic_version SET version_num = $1 WHERE version_num = '9_1'",
+                    heads[0],
+                )
+        finally:
+            await conn.close()
+        assert r.status_code == 503 and code(r) == "NOT_MIGRATED", r.text
+        assert (await client.get("/readyz")).status_code == 200

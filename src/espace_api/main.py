@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -21,10 +21,12 @@ from espace_api.auth import routes as auth_routes
 from espace_api.auth import setup as auth_setup
 from espace_api.clock import Clock
 from espace_api.config import Settings, get_settings
+from espace_api.db import migrate
 from espace_api.db.embedded import ensure_database_url
 from espace_api.db.engine import make_engine
 from espace_api.documents import routes as documents_routes
 from espace_api.documents import setup as documents_setup
+from espace_api.fhir.errors import operation_outcome
 from espace_api.lifecycle import routes as lifecycle_routes
 from espace_api.lifecycle import setup as lifecycle_setup
 from espace_api.messaging import routes as messaging_routes
@@ -125,10 +127,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz", tags=["ops"], summary="readiness probe (database reachable)")
-    async def readyz() -> JSONResponse:
+    expected = migrate.heads()
+
+    @app.get("/readyz", tags=["ops"], summary="readiness probe (database reachable, at head)")
+    async def readyz() -> Response:
         async with app.state.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+            recorded = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        if frozenset(r[0] for r in recorded) != expected:
+            outcome = operation_outcome(
+                "transient", "The database schema is not at this version's head", "NOT_MIGRATED"
+            )
+            return errors.outcome_response(503, outcome, {"Retry-After": "5"})
         return JSONResponse({"status": "ready"})
 
     app.add_middleware(AccessLog)

@@ -162,6 +162,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "CONTENT_INTEGRITY_FAILED": ErrorCode((409,), "stored content failed its authentication"),
     "CONTENT_KEY_UNAVAILABLE": ErrorCode((503,), "the content's data key cannot be unwrapped now"),
     "PATIENT_CHANGE": ErrorCode((422,), "on Citus a resource cannot move to another space"),
+    "NOT_MIGRATED": ErrorCode((503,), "/readyz: the database schema is not at this version's head"),
     "DATABASE_UNAVAILABLE": ErrorCode((503,), "the database cannot be reached now: retry"),
 }
 
