@@ -92,15 +92,9 @@ UNSTORABLE_TEXT = ("22021", "22P05")
 async def _db_error(_: Request, exc: Exception) -> Response:
     # Serialization failures and deadlocks are retryable conflicts; text Postgres cannot
     # store is the client's; an unreachable database is a 503; anything else is a 500.
-    sqlstate = _sqlstate(exc)
-    if sqlstate in ("40001", "40P01"):
+    if _sqlstate(exc) in ("40001", "40P01"):
         return await _integrity_error(_, exc)
-    if sqlstate in UNSTORABLE_TEXT:
-        return _unstorable()
-    if unavailable(exc):
-        return _unavailable(exc)
-    log.error("database error %s (sqlstate %s)", type(exc).__name__, sqlstate)
-    return _internal()
+    return _failure(exc)
 
 
 RETRY_AFTER_SECONDS = 2
@@ -124,14 +118,14 @@ def _unavailable(exc: BaseException) -> Response:
 
 
 def _failure(exc: BaseException) -> Response:
-    """The answer to an exception no handler took: 503 when the database is unreachable,
-    else a 500 (logged by type and place only)."""
+    """The answer to a database error or an exception no handler took: 400 for text Postgres
+    cannot store, 503 when the database is unreachable, else a 500 (logged by type, place
+    and SQLSTATE only). The fast read path (api/fast_read.py) and raw asyncpg queries are
+    outside the exception handlers: a NUL in a search value or an id reaches Postgres there."""
+    if _sqlstate(exc) in UNSTORABLE_TEXT:
+        return _unstorable()
     if unavailable(exc):
         return _unavailable(exc)
-    if _sqlstate(exc) in UNSTORABLE_TEXT:
-        # The fast read path (api/fast_read.py) and raw asyncpg queries are outside the
-        # exception handlers: a NUL in a search value or an id reaches Postgres there.
-        return _unstorable()
     _log_unexpected(exc)
     return _internal()
 
@@ -159,7 +153,7 @@ def _log_unexpected(exc: BaseException) -> None:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-    log.error("unhandled %s at %s", type(exc).__name__, where)
+    log.error("unhandled %s at %s (sqlstate %s)", type(exc).__name__, where, _sqlstate(exc))
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
