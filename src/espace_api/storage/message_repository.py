@@ -286,38 +286,41 @@ async def claim_due(
 ) -> list[Due]:
     """Take up to `limit` notifications due at `now`: `sending` until `lease_until`, so that
     an event arriving meanwhile queues a new pending notification instead of joining one
-    already on its way. Candidates are listed without locks, then each is claimed by its full
-    key with the due condition checked again: a notification another worker claimed first is
-    skipped, and every statement but the listing stays on one shard on Citus (which refuses
-    row locks across shards)."""
+    already on its way. Candidates are listed without locks, then claimed by their full keys
+    with the due condition checked again (a notification another worker claimed first is
+    skipped): Citus refuses row locks across shards, not an UPDATE on several."""
     o, s = notification_outbox, subscriptions
     is_due = and_(o.c.state.in_(_TO_SEND), o.c.next_attempt <= now)
-    candidates = await conn.execute(
-        select(o.c.patient_id, o.c.id).where(is_due).order_by(o.c.next_attempt).limit(limit)
-    )
-    taken: list[Due] = []
-    for patient_id, id_ in candidates.all():
-        claimed = (
-            await conn.execute(
-                update(o)
-                .where(o.c.patient_id == patient_id, o.c.id == id_, is_due)
-                .values(state="sending", next_attempt=lease_until)
-                .returning(o.c.subscription_id, o.c.attempts)
+    candidates = (
+        await conn.execute(
+            select(o.c.patient_id, o.c.id).where(is_due).order_by(o.c.next_attempt).limit(limit)
+        )
+    ).all()
+    if not candidates:
+        return []
+    claimed = (
+        await conn.execute(
+            update(o)
+            .where(tuple_(o.c.patient_id, o.c.id).in_([tuple(c) for c in candidates]), is_due)
+            .values(state="sending", next_attempt=lease_until)
+            .returning(o.c.patient_id, o.c.id, o.c.subscription_id, o.c.attempts)
+        )
+    ).all()
+    if not claimed:
+        return []
+    targets = {
+        (m[0], m[1]): (m[2], list(m[3] or []))
+        for m in await conn.execute(
+            select(s.c.patient_id, s.c.id, s.c.endpoint, s.c.headers).where(
+                tuple_(s.c.patient_id, s.c.id).in_([(c[0], c[2]) for c in claimed]),
+                s.c.active.is_(True),
             )
-        ).first()
-        if claimed is None:
-            continue  # another worker took it
-        target = (
-            await conn.execute(
-                select(s.c.endpoint, s.c.headers).where(
-                    s.c.patient_id == patient_id,
-                    s.c.id == claimed[0],
-                    s.c.active.is_(True),
-                )
-            )
-        ).first()
-        endpoint, headers = (target[0], list(target[1] or [])) if target else (None, [])
-        taken.append(Due(patient_id, id_, claimed[0], claimed[1], endpoint, headers))
+        )
+    }
+    taken = []
+    for patient_id, id_, subscription_id, attempts in claimed:
+        endpoint, headers = targets.get((patient_id, subscription_id), (None, []))
+        taken.append(Due(patient_id, id_, subscription_id, attempts, endpoint, headers))
     return taken
 
 
