@@ -31,9 +31,7 @@ async def count(app, marker: str) -> int:
 
 
 async def writer_call(app, group: GroupCommit, rows: list[dict]) -> None:
-    async with app.state.engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await group.write(conn, rows)
+    await group.write(app.state.engine, rows)
 
 
 async def test_concurrent_writers_share_batches_and_all_rows_land(app):
@@ -77,7 +75,7 @@ async def test_a_request_cancelled_when_told_to_lead_does_not_stall_the_writer(a
     marker = f"gc-{uuid.uuid4()}"
     group.writing = True  # a batch is being written by someone else
     waiter = asyncio.create_task(writer_call(app, group, [row(marker)]))
-    for _ in range(500):  # until the request has queued its row (it connects first)
+    for _ in range(500):  # until the request has queued its row
         if group.queue:
             break
         await asyncio.sleep(0.01)

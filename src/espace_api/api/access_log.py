@@ -9,8 +9,8 @@ sent. Every request has an id: the client's `X-Request-ID` when it is a plain to
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -36,7 +36,7 @@ def request_id(scope: Scope) -> str:
             if _VALID_ID.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 class AccessLog:

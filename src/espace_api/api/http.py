@@ -16,6 +16,7 @@ from espace_api.fhir.errors import FhirError, operation_outcome
 from espace_api.fhir.validation import parse_json
 from espace_api.resources.results import Result
 from espace_api.resources.service import Context
+from espace_api.storage import audit_repository
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -160,12 +161,22 @@ async def context(
 ) -> AsyncIterator[Context]:
     """A service Context inside one database transaction (committed on success); with
     `autocommit`, each statement commits by itself (a read and its audit row: two round
-    trips instead of four, the audit row durable before the response)."""
+    trips instead of four). In autocommit the audit rows wait until the connection is back
+    in the pool, then are group-committed (storage/audit_writer.py): a request waiting for
+    its audit row to be durable holds no connection, and the row is durable before the
+    response leaves (also when the call failed after recording)."""
     app = request.app
     if autocommit:
-        async with app.state.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            yield Context(conn, identity, app.state.settings, app.state.clock, app.state.behaviours)
+        deferred: list[dict[str, Any]] = []
+        try:
+            async with app.state.engine.connect() as conn:
+                options = {"isolation_level": "AUTOCOMMIT", audit_repository.DEFERRED: deferred}
+                conn = await conn.execution_options(**options)
+                yield Context(
+                    conn, identity, app.state.settings, app.state.clock, app.state.behaviours
+                )
+        finally:
+            await audit_repository.write_deferred(app.state.engine, deferred)
         return
     async with app.state.engine.begin() as conn:
         yield Context(conn, identity, app.state.settings, app.state.clock, app.state.behaviours)

@@ -3,7 +3,7 @@
 from typing import Any
 
 from sqlalchemy import ColumnElement, Text, bindparam, func, insert, literal_column, select, true
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from espace_api.db.schema import NO_PATIENT, audit_events, resources
 from espace_api.metrics.counters import AUDIT_WRITE_FAILURES
@@ -19,18 +19,39 @@ _INSERT_ALL = insert(audit_events).values(
 )
 
 
+# Execution option of an autocommit connection: the list its audit rows are put in, to be
+# written by `write_deferred` once the connection is back in the pool (api/http.py).
+DEFERRED = "espace_deferred_audit"
+
+
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
-    """Insert audit events. In autocommit (a read's audit row) by group commit with the
-    rows of concurrent requests (storage/audit_writer.py); inside a transaction through
-    SQLAlchemy, so that the rows belong to it."""
+    """Insert audit events: inside a transaction through SQLAlchemy, so that the rows belong
+    to it; in autocommit (a read's audit row) into the connection's deferred list when it
+    has one, else at once by group commit (storage/audit_writer.py)."""
     if not events:
         return
     events = [e if e.get("patient_id") else {**e, "patient_id": NO_PATIENT} for e in events]
-    try:
-        if raw.autocommit(conn):
-            await audit_writer.writer_for(conn.engine, _INSERT_ALL).write(conn, events)
-        else:
+    if not raw.autocommit(conn):
+        try:
             await conn.execute(_INSERT, events)
+        except Exception:
+            AUDIT_WRITE_FAILURES.inc(len(events))
+            raise
+        return
+    deferred = raw.option(conn, DEFERRED)
+    if deferred is not None:
+        deferred.extend(events)
+    else:
+        await write_deferred(conn.engine, events)
+
+
+async def write_deferred(engine: AsyncEngine, events: list[dict[str, Any]]) -> None:
+    """Make `events` durable by group commit with the rows of concurrent requests; the
+    caller holds no connection while it waits."""
+    if not events:
+        return
+    try:
+        await audit_writer.writer_for(engine, _INSERT_ALL).write(engine, events)
     except Exception:
         AUDIT_WRITE_FAILURES.inc(len(events))
         raise

@@ -3,17 +3,19 @@
 Every read of health data leaves an audit row that must be durable before the response
 leaves. Written one by one, each costs an INSERT and a COMMIT (a WAL flush). Here the rows
 of concurrent requests share one: a request that finds no batch being written leads, and
-writes everything queued (its own rows included) on its own connection in one statement
+writes everything queued (its own rows included) on a pooled connection in one statement
 batch, one implicit transaction; requests that arrive meanwhile queue their rows and wait.
 When the leader is done it releases those it wrote (or hands them the error) and, if rows
-queued up in the meantime, makes the first of their requests the next leader. No timer, no
-extra connection: a batch is whatever arrived while the previous one was being written.
+queued up in the meantime, makes the first of their requests the next leader. No timer: a
+batch is whatever arrived while the previous one was being written. Waiting requests hold
+no connection (a read gives its own back before its audit row is written, api/http.py):
+only the leader of the batch being written holds one.
 """
 
 import asyncio
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
 from espace_api.storage import raw
@@ -30,9 +32,9 @@ class GroupCommit:
         self.queue: list[_Item] = []
         self.writing = False
 
-    async def write(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """Return once `rows` are committed (raise what their batch raised). `conn` must
-        be in autocommit; it writes the batch when this request leads."""
+    async def write(self, engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
+        """Return once `rows` are committed (raise what their batch raised); when this
+        request leads, it writes the batch on a connection of `engine`'s pool."""
         mine: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.queue.append((rows, mine))
         if self.writing:
@@ -46,7 +48,7 @@ class GroupCommit:
             if role == DONE:
                 return
         self.writing = True
-        await self._lead(conn, mine)
+        await self._lead(engine, mine)
 
     def _hand_over(self) -> None:
         """The next waiting request leads; with none, the next writer will (rows of
@@ -57,13 +59,16 @@ class GroupCommit:
         else:
             self.writing = False
 
-    async def _lead(self, conn: AsyncConnection, mine: asyncio.Future[str]) -> None:
+    async def _lead(self, engine: AsyncEngine, mine: asyncio.Future[str]) -> None:
         error: BaseException | None = None
         while True:
             batch, self.queue = self.queue, []
             failed: BaseException | None = None
             try:
-                await raw.execute_rows(conn, self.stmt, [r for rows, _ in batch for r in rows])
+                async with engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    flat = [r for rows, _ in batch for r in rows]
+                    await raw.execute_rows(conn, self.stmt, flat)
             except BaseException as exc:  # no waiter of this batch may be told "durable"
                 failed = exc
             for _, done in batch:

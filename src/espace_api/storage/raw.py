@@ -41,10 +41,15 @@ def compiled(stmt: Executable, conn: AsyncConnection) -> Compiled:
     return out
 
 
+def option(conn: AsyncConnection, name: str) -> Any:
+    """An execution option of `conn` (None when unset)."""
+    options = conn.sync_connection.get_execution_options() if conn.sync_connection else {}
+    return options.get(name)
+
+
 def autocommit(conn: AsyncConnection) -> bool:
     """Whether each statement on `conn` commits by itself (AUTOCOMMIT isolation)."""
-    options = conn.sync_connection.get_execution_options() if conn.sync_connection else {}
-    return options.get("isolation_level") == "AUTOCOMMIT"
+    return option(conn, "isolation_level") == "AUTOCOMMIT"
 
 
 async def execute_rows(conn: AsyncConnection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
