@@ -15,7 +15,7 @@ from espace_api import __version__
 from espace_api.access import policy
 from espace_api.api import errors, fhir_routes
 from espace_api.api.access_log import AccessLog
-from espace_api.api.fast_read import FastRead
+from espace_api.api.fast_path import FastPath
 from espace_api.api.limits import Deadline, Draining, RateLimiter, install_drain
 from espace_api.audit import routes as audit_routes
 from espace_api.auth import routes as auth_routes
@@ -118,9 +118,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.limiter = RateLimiter(settings.machine_rate_per_second, settings.machine_rate_burst)
     # Only when the client sends Accept-Encoding: gzip; FHIR JSON/XML only: document bytes
     # keep their Content-Length and Range semantics.
-    # FastRead innermost: gzip, the deadline, the drain, the 500 guard and the access log
-    # wrap the hot reads as they wrap every route.
-    app.add_middleware(FastRead)
+    # FastPath innermost: gzip, the deadline, the drain, the 500 guard and the access log
+    # wrap the hot interactions as they wrap every route.
+    app.add_middleware(FastPath)
     app.add_middleware(
         GZipMiddleware,
         minimum_size=1000,

@@ -120,7 +120,7 @@ def _unavailable(exc: BaseException) -> Response:
 def _failure(exc: BaseException) -> Response:
     """The answer to a database error or an exception no handler took: 400 for text Postgres
     cannot store, 503 when the database is unreachable, else a 500 (logged by type, place
-    and SQLSTATE only). The fast read path (api/fast_read.py) and raw asyncpg queries are
+    and SQLSTATE only). The fast path (api/fast_path.py) and raw asyncpg queries are
     outside the exception handlers: a NUL in a search value or an id reaches Postgres there."""
     if _sqlstate(exc) in UNSTORABLE_TEXT:
         return _unstorable()
@@ -154,6 +154,18 @@ def _log_unexpected(exc: BaseException) -> None:
         tb = tb.tb_next
     where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
     log.error("unhandled %s at %s (sqlstate %s)", type(exc).__name__, where, _sqlstate(exc))
+
+
+async def handled(request: Request, exc: Exception) -> Response | None:
+    """The answer the exception handlers registered by `install` give to `exc`, for code
+    outside FastAPI's routing (api/fast_path.py); None for what only the 500 guard takes."""
+    if isinstance(exc, FhirError):
+        return await refusal_response(request, exc)
+    if isinstance(exc, IntegrityError):
+        return await _integrity_error(request, exc)
+    if isinstance(exc, DBAPIError):
+        return await _db_error(request, exc)
+    return None
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:

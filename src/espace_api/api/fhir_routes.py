@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Security
@@ -12,6 +12,7 @@ from fastapi.security import HTTPBearer
 
 from espace_api.api.http import (
     check_accept,
+    create_criteria,
     read_body,
     read_resource,
     run,
@@ -55,7 +56,7 @@ async def metadata(request: Request) -> Response:
 
 @router.post("/", tags=["system"], summary="batch or transaction Bundle", dependencies=SECURED)
 async def batch_or_transaction(request: Request, identity: Caller) -> Response:
-    """Process a batch or transaction Bundle."""
+    """Process a batch or transaction Bundle (served by api/fast_path.py)."""
     body = await read_resource(request)
     return await run(request, identity, lambda ctx: transaction.process(ctx, body))
 
@@ -95,25 +96,13 @@ async def _patch_body(request: Request) -> tuple[patching.PatchKind, object]:
     )
 
 
-# Query parameters that shape a response rather than select resources.
-RESPONSE_PARAMS = frozenset({"_format", "_pretty"})
-
-
-def _query_criteria(request: Request) -> str | None:
-    """Conditional create criteria sent as the POST's query string instead of If-None-Exist
-    (fhirpy's `get_or_create()` and `create(**criteria)` do this). Parsed strictly, like
-    If-None-Exist: an unknown parameter is a 400, never a silent match-all."""
-    items = [(k, v) for k, v in request.query_params.multi_items() if k not in RESPONSE_PARAMS]
-    return urlencode(items) if items else None
-
-
 def _add_type_routes(rtype: ResourceType) -> None:
     name = rtype.name
     path = f"/{name}"
     tags: list[str | Enum] = [name]
 
     async def search_get(request: Request, identity: Caller) -> Response:
-        # Served by api/fast_read.py (same call, autocommit); kept for the OpenAPI document.
+        # Served by api/fast_path.py (same call, autocommit); kept for the OpenAPI document.
         params = list(request.query_params.multi_items())
         strict = strict_handling(request)
         return await run(
@@ -143,14 +132,15 @@ def _add_type_routes(rtype: ResourceType) -> None:
         )
 
     async def create(request: Request, identity: Caller) -> Response:
+        # Served by api/fast_path.py (same calls); kept for the OpenAPI document.
         body = await read_resource(request)
-        cond = request.headers.get("if-none-exist") or _query_criteria(request)
+        cond = create_criteria(request)
         return await run(
             request, identity, lambda ctx: service.create(ctx, rtype, body, if_none_exist=cond)
         )
 
     async def read(id: str, request: Request, identity: Caller) -> Response:
-        # Served by api/fast_read.py (same call, autocommit); kept for the OpenAPI document.
+        # Served by api/fast_path.py (same call, autocommit); kept for the OpenAPI document.
         return await run(
             request, identity, lambda ctx: service.read(ctx, rtype, id), autocommit=True
         )

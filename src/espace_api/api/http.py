@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import Request
@@ -85,6 +86,21 @@ def prefer(request: Request, key: str) -> str | None:
             if name.strip().lower() == key:
                 return value.strip().strip('"').lower()
     return None
+
+
+# Query parameters that shape a response rather than select resources.
+RESPONSE_PARAMS = frozenset({"_format", "_pretty"})
+
+
+def create_criteria(request: Request) -> str | None:
+    """A conditional create's criteria: If-None-Exist, or the POST's query string (fhirpy's
+    `get_or_create()` and `create(**criteria)` send them so). Parsed strictly, like
+    If-None-Exist: an unknown parameter is a 400, never a silent match-all."""
+    header = request.headers.get("if-none-exist")
+    if header:
+        return header
+    items = [(k, v) for k, v in request.query_params.multi_items() if k not in RESPONSE_PARAMS]
+    return urlencode(items) if items else None
 
 
 WRITE_METHODS = ("POST", "PUT", "PATCH")

@@ -46,6 +46,7 @@ class InsIdentity(TypeBehaviour):
         """Register the INS; one another Patient holds refuses the write (the error rolls
         the version back with the rest of the transaction)."""
         pairs = ins_pairs(event.content) if event.content is not None else set()
-        taken = await ins_repository.replace(ctx.conn, event.id, pairs)
+        fresh = event.version_id == 1  # a new Patient has no INS row to remove
+        taken = await ins_repository.replace(ctx.conn, event.id, pairs, fresh=fresh)
         if taken:
             raise _conflict(taken)

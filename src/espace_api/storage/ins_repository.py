@@ -28,11 +28,15 @@ async def owners(conn: AsyncConnection, pairs: Iterable[Pair]) -> dict[Pair, str
     return {(m[0], m[1]): m[2] for m in rows}
 
 
-async def replace(conn: AsyncConnection, patient_id: str, pairs: set[Pair]) -> list[Pair]:
-    """Make `pairs` the Patient's INS; the pairs another Patient holds (nothing inserted for
-    them: the caller refuses the write, which rolls the transaction back)."""
+async def replace(
+    conn: AsyncConnection, patient_id: str, pairs: set[Pair], *, fresh: bool = False
+) -> list[Pair]:
+    """Make `pairs` the Patient's INS (`fresh`: it has none yet); the pairs another Patient
+    holds (nothing inserted for them: the caller refuses the write, which rolls the
+    transaction back)."""
     t = patient_ins
-    await conn.execute(delete(t).where(t.c.patient_id == patient_id))
+    if not fresh:
+        await conn.execute(delete(t).where(t.c.patient_id == patient_id))
     if not pairs:
         return []
     rows = [{"system": s, "value": v, "patient_id": patient_id} for s, v in sorted(pairs)]

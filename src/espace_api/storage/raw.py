@@ -49,7 +49,7 @@ def option(conn: AsyncConnection, name: str) -> Any:
 
 def autocommit(conn: AsyncConnection) -> bool:
     """Whether each statement on `conn` commits by itself (AUTOCOMMIT isolation)."""
-    return option(conn, "isolation_level") == "AUTOCOMMIT"
+    return bool(option(conn, "isolation_level") == "AUTOCOMMIT")
 
 
 async def execute_rows(conn: AsyncConnection, stmt: Executable, rows: list[dict[str, Any]]) -> None:

@@ -8,7 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
+    DateTime,
     Select,
     Table,
     Text,
@@ -17,8 +19,10 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import (
@@ -188,6 +192,72 @@ async def get_version(
 _INSERT_RESOURCE = insert(resources)
 _INSERT_VERSION = insert(resource_versions)
 
+# A new resource in one statement (issue 14): the current row, its first version and every
+# index row, instead of up to six round trips. Index rows come as parallel arrays.
+_ARRAYS = {
+    "t": ("param", "system", "code", "text"),
+    "s": ("param", "value", "exact"),
+    "d": ("param", "low", "high"),
+    "f": ("param", "target_type", "target_id"),
+}
+_INDEX_TABLES = {"t": search_token, "s": search_string, "d": search_date, "f": search_reference}
+
+
+def _unnest(alias: str) -> str:
+    table, columns = _INDEX_TABLES[alias], _ARRAYS[alias]
+    kinds = {c: "timestamptz" if c in ("low", "high") else "text" for c in columns}
+    arrays = ", ".join(f"CAST(:{alias}_{c} AS {kinds[c]}[])" for c in columns)
+    return (
+        f"{alias} AS (INSERT INTO {table.name} (resource_type, resource_id, patient_id, "
+        f"{', '.join(columns)}) SELECT :resource_type, :id, :patient_id, * FROM unnest({arrays}))"
+    )
+
+
+_CREATE = text(
+    "WITH r AS (INSERT INTO resources (resource_type, id, patient_id, version_id, last_updated,"
+    " deleted, created_by, content) VALUES (:resource_type, :id, :patient_id, :version_id,"
+    " :last_updated, false, :created_by, :content) RETURNING content),"
+    " v AS (INSERT INTO resource_versions (resource_type, id, version_id, patient_id,"
+    " last_updated, deleted, method, content) SELECT :resource_type, :id, :version_id,"
+    " :patient_id, :last_updated, false, :method, r.content FROM r), "
+    + ", ".join(_unnest(alias) for alias in _ARRAYS)
+    + " SELECT 1"
+).bindparams(
+    bindparam("content", type_=JSONB),
+    bindparam("last_updated", type_=DateTime(timezone=True)),
+    *(
+        bindparam(
+            f"{alias}_{c}", type_=ARRAY(DateTime(timezone=True) if c in ("low", "high") else Text)
+        )
+        for alias, columns in _ARRAYS.items()
+        for c in columns
+    ),
+)
+
+
+async def _create(conn: AsyncConnection, new: NewVersion, index: IndexRows) -> None:
+    """Insert a new resource, its first version and its index rows in one statement."""
+    params: dict[str, Any] = {
+        "resource_type": new.resource_type,
+        "id": new.id,
+        "patient_id": new.patient_id or NO_PATIENT,
+        "version_id": new.version_id,
+        "last_updated": new.last_updated,
+        "created_by": new.created_by,
+        "method": new.method,
+        "content": new.content,
+    }
+    rows: dict[str, list[tuple[Any, ...]]] = {
+        "t": list(index.tokens),
+        "s": list(index.strings),
+        "d": list(index.dates),
+        "f": list(index.references),
+    }
+    for alias, columns in _ARRAYS.items():
+        for position, column in enumerate(columns):
+            params[f"{alias}_{column}"] = [row[position] for row in rows[alias]]
+    await conn.execute(_CREATE, params)
+
 
 async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows | None) -> None:
     """Insert or replace the current row, append history, and rewrite the indexes."""
@@ -198,6 +268,10 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
         "deleted": new.content is None,
         "content": new.content,
     }
+    if new.version_id == 1 and new.content is not None and index is not None:
+        if not await routing.distributed(conn):  # Citus: one statement per table (below)
+            await _create(conn, new, index)
+            return
     if new.version_id == 1:
         await conn.execute(
             _INSERT_RESOURCE,
