@@ -348,9 +348,19 @@ def _compartment_clause(
             return None
         pairs = exact_ins(crit.chain)
         if pairs:  # an exact INS lookup, which the policy grants every caller
+            # One equality per INS to a scalar subquery (an INS names at most one Patient):
+            # planned without the values, `patient_id IN (SELECT ... FROM patient_ins)` was
+            # started from the most common document type's index rows (0.6 s instead of
+            # 0.2 ms once a connection's prepared statement went generic).
             i = patient_ins
-            return r.c.patient_id.in_(
-                select(i.c.patient_id).where(tuple_(i.c.system, i.c.value).in_(pairs))
+            return or_(
+                *(
+                    r.c.patient_id
+                    == select(i.c.patient_id)
+                    .where(i.c.system == system, i.c.value == value)
+                    .scalar_subquery()
+                    for system, value in pairs
+                )
             )
         return r.c.patient_id.in_(_chained_ids(_CHAIN_PATIENT, crit, type_policy))
     ids = _compartment_ids(crit)
