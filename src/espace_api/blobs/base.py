@@ -29,10 +29,11 @@ import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import IO
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from espace_api.blobs import encryption
 from espace_api.blobs.keys import DataKey, DataKeys
@@ -264,7 +265,7 @@ class BlobStore(ABC):
         """
         check_key(patient_id, sha256)
         key = BlobKey(patient_id, sha256)
-        async with self.engine.connect() as conn:
+        async with self._reading() as conn:
             row = await repo.get_blob(conn, key)
         if row is None:
             raise BlobNotFound()
@@ -308,10 +309,16 @@ class BlobStore(ABC):
         """The whole blob in memory (small blobs, tests)."""
         return b"".join([c async for c in await self.open(patient_id, sha256)])
 
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one catalogue read, in autocommit (no BEGIN/ROLLBACK)."""
+        async with self.engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
     async def stat(self, patient_id: str, sha256: str) -> BlobInfo | None:
         """Size and hashes of a catalogued blob, or None."""
         check_key(patient_id, sha256)
-        async with self.engine.connect() as conn:
+        async with self._reading() as conn:
             row = await repo.get_blob(conn, BlobKey(patient_id, sha256))
         if row is None:
             return None

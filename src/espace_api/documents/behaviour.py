@@ -87,6 +87,7 @@ class BinaryContent(TypeBehaviour):
         info: BlobInfo | None = event.carry.get(BLOB)
         if info is not None and event.patient_id is not None:
             await binary.link(ctx.conn, event.patient_id, event.id, event.version_id, info)
+            ctx.blobs[(event.id, event.version_id)] = info
 
 
 class DocumentRules(TypeBehaviour):

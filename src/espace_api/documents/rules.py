@@ -208,7 +208,9 @@ async def attachment_facts(
             expression=[f"{where}.contentType"],
         )
     assert row.patient_id is not None  # a Binary lives in a patient's compartment
-    info = await binary.content_of(ctx.conn, store, row.patient_id, bid, row.version_id)
+    info = ctx.blobs.get((bid, row.version_id))  # written by this request: known
+    if info is None:
+        info = await binary.content_of(ctx.conn, store, row.patient_id, bid, row.version_id)
     if info is not None:
         return mt, info.size, info.sha1
     if _present(stored.get("data")):  # a Binary stored inline (before blobs were wired)

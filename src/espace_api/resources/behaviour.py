@@ -51,6 +51,7 @@ class HookContext(Protocol):
     identity: Identity
     settings: Settings
     clock: Clock
+    blobs: dict[tuple[str, int], Any]  # Binary versions written by this request -> content
 
     @property
     def base(self) -> str:

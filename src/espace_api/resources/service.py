@@ -46,6 +46,9 @@ class Context:
     settings: Settings
     clock: Clock
     behaviours: Behaviours = field(default_factory=Behaviours)
+    # Content of the Binary versions written by this request, by (id, version): a deposit's
+    # DocumentReference checks the Binary of its own Bundle without reading it back.
+    blobs: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     @cached_property
     def now(self) -> datetime:

@@ -269,6 +269,7 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
         reuse = _reused_by_replays(entries, results)
         if reuse:
             await savepoint.rollback()
+            ctx.blobs.clear()  # the Binary versions of the first run are gone
     if reuse:
         entries, results = await _run(ctx, raw_entries, reuse)
     out = [_response_entry(ctx, results[e.index]) for e in entries]
