@@ -17,7 +17,10 @@ Scenarios (`--scenarios limit,core,deposit,enrol,search,encryption`):
   values bulk-loaded by SQL, then batch-Bundle ingest through the API, `$lastn` and a 30-day
   `$daily-summary` by patients;
 - reminders: `espace-api reminders run` over `--reminder-patients` active spaces, twice
-  (bench/reminders.py).
+  (bench/reminders.py);
+- rss: ITI-65 deposits by 16 vendors until `--deposits` (100,000) are answered, each
+  worker's RSS after the first 30 s round and at the end (bench/rss.py; not in the
+  default set: about 15 minutes here).
 Uses DATABASE_URL's server or an embedded Postgres.
 """
 
@@ -46,6 +49,7 @@ from bench import (
     loader,
     measurements,
     reminders,
+    rss,
     tokens,
 )
 from bench.loader import INS, LOINC, TYPES
@@ -311,6 +315,22 @@ def run_search(args: argparse.Namespace) -> tuple[list[Report], list[str]]:
             proc.wait(timeout=10)
 
 
+def run_rss(args: argparse.Namespace) -> list[str]:
+    """A worker's RSS over `--deposits` ITI-65 deposits (bench/rss.py)."""
+    url = fresh_database()
+    port = args.port + 6
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(url, port, args.workers)
+    try:
+        (operator,) = tokens.mint_all(url, base, [tokens.operator()])
+        patients = asyncio.run(create_patients(base, operator, 200))
+        return rss.run(url, base, server.pid, patients, args.deposits)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        db.drop(url)
+
+
 def run_measurements(args: argparse.Namespace) -> tuple[list[Report], list[str]]:
     """Issue 12: ingest through the API, then $lastn and $daily-summary on `--values` values."""
     url = measurements.database_for(args.values)
@@ -495,6 +515,7 @@ def main() -> None:
     parser.add_argument("--reminder-patients", type=int, default=1_000_000, help="reminders")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--connections", type=int, default=32, help="limit: wrk connections")
+    parser.add_argument("--deposits", type=int, default=100_000, help="rss: deposits in all")
     args = parser.parse_args()
     args.scenarios = set(args.scenarios.split(","))
     reports: list[Report] = []
@@ -513,6 +534,8 @@ def main() -> None:
         reports += ops
     if "reminders" in args.scenarios:
         measured += reminders.run(args.reminder_patients)
+    if "rss" in args.scenarios:
+        measured += run_rss(args)
     print(header() + f"; {args.workers} uvicorn workers, {args.concurrency} concurrent clients")
     for report in reports:
         print(report.line())

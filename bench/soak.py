@@ -17,31 +17,9 @@ import tempfile
 import httpx
 
 from bench import db, documents, limit, tokens
+from bench.procs import rss_kb, workers_of
 from bench.run import create_patients, fresh_database, start_server
 from bench.stats import header
-
-
-def rss_kb(pid: int) -> int:
-    """Resident set size of a process (Linux /proc)."""
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def workers_of(parent: int) -> list[int]:
-    """The uvicorn worker processes under the supervisor `parent`."""
-    out = []
-    for entry in pathlib.Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                out.append(int(entry.name))
-    return sorted(out)
-
 
 DOCTOR = "Practitioner/rpps-10001"
 
