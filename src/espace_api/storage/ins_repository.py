@@ -28,6 +28,14 @@ async def owners(conn: AsyncConnection, pairs: Iterable[Pair]) -> dict[Pair, str
     return {(m[0], m[1]): m[2] for m in rows}
 
 
+# One statement object (compiled once); the pairs registered come back.
+_REGISTER = (
+    insert(patient_ins)
+    .on_conflict_do_nothing()
+    .returning(patient_ins.c.system, patient_ins.c.value)
+)
+
+
 async def replace(
     conn: AsyncConnection, patient_id: str, pairs: set[Pair], *, fresh: bool = False
 ) -> list[Pair]:
@@ -40,6 +48,5 @@ async def replace(
     if not pairs:
         return []
     rows = [{"system": s, "value": v, "patient_id": patient_id} for s, v in sorted(pairs)]
-    stmt = insert(t).values(rows).on_conflict_do_nothing().returning(t.c.system, t.c.value)
-    taken = {(m[0], m[1]) for m in await conn.execute(stmt)}
+    taken = {(m[0], m[1]) for m in await conn.execute(_REGISTER, rows)}
     return sorted(pairs - taken)

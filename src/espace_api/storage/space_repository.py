@@ -48,11 +48,17 @@ async def get_space(
     return _row(m) if m else None
 
 
+_UPSERT = insert(patient_spaces)
+# One statement object (compiled once): every column but the key comes from the new row.
+_UPSERT = _UPSERT.on_conflict_do_update(
+    index_elements=["patient_id"],
+    set_={c.name: _UPSERT.excluded[c.name] for c in patient_spaces.c if c.name != "patient_id"},
+)
+
+
 async def save_space(conn: AsyncConnection, patient_id: str, space: Space, now: datetime) -> None:
     """Insert or replace a patient's space row."""
-    row = values(space, now)
-    stmt = insert(patient_spaces).values(patient_id=patient_id, **row)
-    await conn.execute(stmt.on_conflict_do_update(index_elements=["patient_id"], set_=row))
+    await conn.execute(_UPSERT, {"patient_id": patient_id, **values(space, now)})
 
 
 async def due(conn: AsyncConnection, now: datetime, limit: int) -> tuple[list[str], list[str]]:
