@@ -16,4 +16,5 @@ ENV ESPACE_PROJECT_ROOT=/app PYTHONUNBUFFERED=1
 USER espace
 EXPOSE 8000
 # DATABASE_URL must be set in a container: the embedded Postgres is for laptops and tests.
-CMD ["sh", "-c", "espace-api migrate && exec uvicorn --factory espace_api.main:create_app --host 0.0.0.0 --port 8000 --proxy-headers --no-access-log"]
+# One worker process per core unless WEB_CONCURRENCY says otherwise.
+CMD ["sh", "-c", "espace-api migrate && exec uvicorn --factory espace_api.main:create_worker_app --host 0.0.0.0 --port 8000 --proxy-headers --no-access-log --workers ${WEB_CONCURRENCY:-$(nproc)}"]

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from espace_api import logs
 from espace_api.config import get_settings
@@ -26,7 +27,8 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    """Migrate, then serve with uvicorn (the embedded Postgres lives in this process)."""
+    """Migrate, then serve with uvicorn: `--workers` processes (default one per core; the
+    embedded Postgres lives in this process, which supervises them)."""
     import uvicorn
 
     from espace_api.db.migrate import upgrade
@@ -38,14 +40,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = get_settings().model_copy(update={"database_url": url})
     logs.configure(settings.log_level, settings.log_format)
     # uvicorn's access log prints query strings (identifiers): ours logs route templates.
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        access_log=False,
-        log_config=None,  # uvicorn's own lines go through our (JSON) handler too
-    )
+    # log_config=None: uvicorn's own lines go through our (JSON) handler too.
+    options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": "info"}
+    options |= {"access_log": False, "log_config": None}
+    workers = args.workers or int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:  # each worker process builds its app (and logging) from the environment
+        uvicorn.run("espace_api.main:create_worker_app", factory=True, workers=workers, **options)
 
 
 def cmd_openapi(args: argparse.Namespace) -> None:
@@ -79,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="migrate and serve")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes (default: $WEB_CONCURRENCY, else one per core)",
+    )
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply migrations").set_defaults(func=cmd_migrate)
     openapi = sub.add_parser("openapi", help="write the OpenAPI spec")

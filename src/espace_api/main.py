@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES
 
-from espace_api import __version__
+from espace_api import __version__, logs
 from espace_api.access import policy
 from espace_api.api import errors, fhir_routes
 from espace_api.api.access_log import AccessLog
@@ -161,3 +161,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(fhir_routes.router)
     app.openapi = lambda: openapi_document.build(app)  # type: ignore[method-assign]
     return app
+
+
+def create_worker_app() -> FastAPI:
+    """The application of one worker process of `espace-api serve --workers N` and of the
+    container: settings and logging from the environment, as the command sets them."""
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)
