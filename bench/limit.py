@@ -77,15 +77,19 @@ def wrk(
     seconds: int,
     headers: dict[str, str] | None = None,
     requests: pathlib.Path | None = None,
+    warmup: int = 3,
 ) -> WrkResult:
-    """Run wrk against `url` (or the request templates of `requests`) and parse the JSON
-    line the Lua script prints."""
+    """Run wrk against `url` (or the request templates of `requests`) for `warmup` seconds,
+    then for `seconds`, and parse the JSON line the Lua script prints of the second run."""
     script = REQUESTS_LUA if requests is not None else REPORT_LUA
     cmd = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
     cmd += ["-s", str(script)]
     for key, value in (headers or {}).items():
         cmd += ["-H", f"{key}: {value}"]
     env = {**os.environ, "REQUESTS_FILE": str(requests)} if requests is not None else None
+    if warmup:  # the same load first, not counted: pools, caches, prepared statements fill
+        warm = [c if not c.startswith("-d") else f"-d{warmup}s" for c in cmd]
+        subprocess.run([*warm, url], capture_output=True, check=True, env=env, cwd=HERE.parent)
     out = subprocess.run(
         [*cmd, url], capture_output=True, text=True, check=True, env=env, cwd=HERE.parent
     ).stdout

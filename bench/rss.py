@@ -40,7 +40,12 @@ def run(
     try:
         while done < deposits:
             result = limit.wrk(
-                "deposits", base, requests=template, connections=16, seconds=ROUND_SECONDS
+                "deposits",
+                base,
+                requests=template,
+                connections=16,
+                seconds=ROUND_SECONDS,
+                warmup=0,
             )
             done, errors, rounds = done + result.requests, errors + result.errors, rounds + 1
             if not before:

@@ -85,7 +85,9 @@ def main() -> None:
             requests.append(("POST", "/Communication", token, reply(pid, thread)))
         mixed = limit.requests_file(work / "soak.tsv", requests, tokens=vendors, patients=patients)
         # Warm-up (caches, pools, statement caches fill), then RSS is taken.
-        limit.wrk("warm-up", base, requests=mixed, connections=args.connections, seconds=30)
+        limit.wrk(
+            "warm-up", base, requests=mixed, connections=args.connections, seconds=30, warmup=0
+        )
         before = {w: rss_kb(w) for w in workers_of(server.pid)}
         result = limit.wrk(
             f"soak: {len(requests)} templates, 70/20/10",
@@ -93,6 +95,7 @@ def main() -> None:
             requests=mixed,
             connections=args.connections,
             seconds=args.seconds,
+            warmup=0,
         )
         after = {w: rss_kb(w) for w in workers_of(server.pid)}
         print(header() + f"; 2 uvicorn workers, wrk -t1 -c{args.connections} -d{args.seconds}s")
