@@ -4,7 +4,9 @@
 -- "METHOD<TAB>PATH<TAB>TOKEN<TAB>BODY". In PATH and BODY, {{N}} is a 12-digit counter,
 -- {{N64}} its base64 (16 characters), {{PID}} a patient id.
 local lines, tokens, patients = {}, {}, {}
-local counter = 0
+-- The counter starts from the clock: a warm-up run and the measured run just after it (or two
+-- runs of one scenario) never send the same {{N}} (a second create of one INS is a 409).
+local counter = (os.time() % 100000) * 1000000
 local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 local function b64(s)
