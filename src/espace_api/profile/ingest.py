@@ -43,9 +43,9 @@ from espace_api.db.schema import NO_PATIENT, resources
 from espace_api.fhir import indexing
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import ResourceType
-from espace_api.fhir.validation import validate
 from espace_api.lifecycle.state import check_accepts_deposits
 from espace_api.profile import measurements, writers
+from espace_api.profile.readings import validate_reading
 from espace_api.resources.behaviour import HookContext
 from espace_api.resources.results import Result, meta_for, replayed, version_headers
 from espace_api.storage import access_repository
@@ -147,7 +147,7 @@ async def _check(
     """The create's checks, in its order (raises the entry's FhirError); on success the
     entry holds its id, content and value rows."""
     identity = ctx.identity
-    content = validate(rtype, entry.body)
+    content = validate_reading(rtype, entry.body)
     await ctx.resolve_references(content)
     entry.id = ctx.clock.ids()
     content["id"] = entry.id
