@@ -8,10 +8,10 @@ bulk path's CPU. Here a reading is split into its *shape* (the Observation with
 The shape is validated in full once (cached per process); a reading of a known valid shape
 is valid when its own leaves are, and its canonical JSON is the shape's with its leaves put
 back. The leaves are accepted here only in forms whose canonical form is themselves (a
-dateTime to the second with a non-zero offset or Z, a number without exponent), so the stored JSON is what the full
-validation stores. Anything else (another form of time, a value that is not a number, a
-shape the model refuses) goes through the full validation, which gives the usual answer and
-error.
+dateTime to the second with Z or a non-zero offset, a number without exponent), so the
+stored JSON is what the full validation stores. Anything else (another form of time, a
+value that is not a number, a shape the model refuses) goes through the full validation,
+which gives the usual answer and error.
 """
 
 import re
