@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, Text, and_, delete, func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import ColumnClause
 
 from espace_api.db.schema import (
     audit_events,
@@ -159,6 +161,20 @@ async def lastn(
     return out
 
 
+def patient_wide(visible: ColumnElement[bool], patient_id: str) -> ColumnElement[bool] | None:
+    """The visibility predicate decided once for the patient, when it says nothing about
+    the Observation itself: with the row's patient_id replaced by `patient_id`
+    (`routing.replaced`), no column of the row is left (e.g. the patient or an operator; not
+    a professional, for whom each Observation's MASQUE_PS label counts, nor software, which
+    sees what it wrote). None otherwise. The same predicate, evaluated once instead of per
+    row: the values need no join to their Observations."""
+    pinned = routing.replaced(visible, resources.c.patient_id, literal(patient_id, Text))
+    for element in visitors.iterate(pinned):
+        if isinstance(element, ColumnClause) and element.table is resources:
+            return None
+    return pinned
+
+
 async def daily_summary(
     conn: AsyncConnection,
     patient_id: str,
@@ -169,10 +185,19 @@ async def daily_summary(
     visible: ColumnElement[bool],
 ) -> list[DayRow]:
     """Count, min, max and mean per code and local day (`tz`) of the visible values in
-    [low, high)."""
+    [low, high). When the caller's view depends on the patient only (`patient_wide`), the
+    values are read alone (one index range) under that condition; otherwise each is joined
+    to its Observation and the predicate decides per row. (A deleted or void Observation
+    has no values left: `replace_values`.)"""
     ov = observation_values
-    join, shown = _visible_values(visible, patient_id)
     day = func.to_char(func.timezone(tz, ov.c.effective), "YYYY-MM-DD").label("day")
+    wide = patient_wide(visible, patient_id)
+    if wide is not None:
+        source: Any = ov
+        shown = wide
+    else:
+        join, shown = _visible_values(visible, patient_id)
+        source = ov.join(resources, join)
     stmt = (
         select(
             ov.c.code,
@@ -183,7 +208,7 @@ async def daily_summary(
             func.avg(ov.c.value).cast(Float),
             func.min(ov.c.unit),
         )
-        .select_from(ov.join(resources, join))
+        .select_from(source)
         .where(
             shown,
             ov.c.patient_id == patient_id,
