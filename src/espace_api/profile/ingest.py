@@ -288,6 +288,7 @@ async def _write(
     audits: list[dict[str, Any]] = []
     actor = ctx.identity.actor
     for entry in sorted(written, key=lambda e: e.index):
+        json = orjson.dumps(entry.content)  # once: current row, version and answer
         current.append(
             {
                 "resource_type": rtype.name,
@@ -297,7 +298,7 @@ async def _write(
                 "last_updated": now,
                 "deleted": False,
                 "created_by": actor,
-                "content": entry.content,
+                "content": orjson.Fragment(json),
             }
         )
         rows = indexing.extract(rtype, entry.content)
@@ -314,7 +315,7 @@ async def _write(
         )
         result = Result(
             201,
-            orjson.dumps(entry.content).decode(),
+            json.decode(),
             resource_type=rtype.name,
             id=entry.id,
             version_id=1,
