@@ -9,10 +9,10 @@ message), an audit event and a `reminders_issued` row, one transaction and one C
 table per batch. Running it again (or twice at once: an advisory lock makes the second run
 wait for the first) issues nothing twice: a reminder is issued once per rule and due period.
 
-The batches go through a pipeline: while batch N is written (one transaction, the database
-at work), batch N+1 is read on another connection and evaluated in a worker thread (Python
-at work), so that the database and the evaluation use both cores. Batches are disjoint
-ranges of patients: what N+1 reads is not what N writes.
+The batches go through a pipeline: while up to `WRITERS` batches are written (each its own
+transaction, the database at work), the next is read on another connection and evaluated in
+a worker thread (Python at work), so that the database and the evaluation use both cores.
+Batches are disjoint ranges of patients: what one reads is not what another writes.
 """
 
 import asyncio
@@ -237,6 +237,11 @@ async def _write(engine: AsyncEngine, rows: _Batch) -> None:
         await repo.write_batch(conn, rows.tables())
 
 
+#: Batches being written at once: the database's work on both cores while the next batch is
+#: read and evaluated (each its own transaction; batches are disjoint ranges of patients).
+WRITERS = 2
+
+
 async def run(
     engine: AsyncEngine,
     clock: Clock,
@@ -250,7 +255,7 @@ async def run(
     async with engine.connect() as guard:
         guard = await guard.execution_options(isolation_level="AUTOCOMMIT")
         await repo.lock_run(guard)
-        writing: asyncio.Task[None] | None = None
+        writing: list[asyncio.Task[None]] = []
         try:
             after = ""
             while True:
@@ -261,21 +266,20 @@ async def run(
                 rows = await asyncio.to_thread(
                     _evaluate, rules, clock, people, vaccinated, already, now
                 )
-                if writing is not None:
-                    await writing  # batch N-1 committed before N starts
-                writing = asyncio.create_task(_write(engine, rows))
+                if len(writing) >= WRITERS:
+                    await writing.pop(0)  # the oldest batch committed (or its error raised)
+                writing.append(asyncio.create_task(_write(engine, rows)))
                 done["patients"] += len(people)
                 done["issued"] += len(rows.issued)
                 after = spaces[-1]
                 if len(spaces) < batch:
                     break
-            if writing is not None:
-                await writing
-                writing = None
+            while writing:
+                await writing.pop(0)
         finally:
-            if writing is not None:  # a failure while a batch was being written
-                writing.cancel()
-                await asyncio.gather(writing, return_exceptions=True)
+            for task in writing:  # a failure while batches were being written
+                task.cancel()
+            await asyncio.gather(*writing, return_exceptions=True)
             await repo.unlock_run(guard)
     log.info("reminders run: %(patients)d patients, %(issued)d reminders issued", done)
     return done
