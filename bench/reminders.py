@@ -22,7 +22,7 @@ INSERT INTO resources (resource_type, id, patient_id, version_id, last_updated, 
 SELECT 'Patient', id, id, 1, now(), false, 'system:bench-loader',
        jsonb_build_object('resourceType', 'Patient', 'id', id,
                           'gender', CASE WHEN p % 2 = 0 THEN 'female' ELSE 'male' END,
-                          'birthDate', to_char(date '1930-01-01' + (p * 7919 % 28000),
+                          'birthDate', to_char(date '1930-01-01' + (p::bigint * 7919 % 28000)::int,
                                                'YYYY-MM-DD'))
 FROM (SELECT p, 'bench-r' || lpad(p::text, 7, '0') AS id
       FROM generate_series($1::int, $2::int) p) s

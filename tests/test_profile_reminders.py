@@ -1,14 +1,18 @@
 """Prevention reminders (issue 12): rules from age, sex and recorded vaccinations, issued
 once per rule and due period as Communications the patient reads, with an injected clock."""
 
+import asyncio
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from espace_api.clock import Clock
+from espace_api.db.schema import resources
 from espace_api.profile import prevention, reminders
+from espace_api.storage import reminder_repository
 from tests.support.fhir import create, patient, search
 from tests.support.profile import immunization
 from tests.test_lifecycle import act
@@ -80,6 +84,66 @@ async def test_spaces_not_active_get_nothing_and_batches_cover_everyone(client, 
             "dtp-booster age-45",
         ]
     assert await reminders_of(client, await auth.patient(notified), notified) == []
+
+
+async def test_two_runs_at_once_issue_each_reminder_once(client, auth, app):
+    ids = [(await active_space(client, auth, gender="female"))[0] for _ in range(3)]
+    day = at("2026-03-15")
+    first, second = await asyncio.gather(
+        reminders.run(app.state.engine, day, batch=2), reminders.run(app.state.engine, day, batch=2)
+    )
+    assert first["issued"] + second["issued"] >= 3 * 3
+    assert 0 in (first["issued"], second["issued"])  # one run waited for the other
+    for pid in ids:
+        assert await reminders_of(client, await auth.patient(pid), pid) == [
+            "cervical-hpv age-45",
+            "checkup 45-50",
+            "dtp-booster age-45",
+        ]
+
+
+async def test_a_failed_run_is_completed_by_the_next(client, auth, app, monkeypatch):
+    ids = [(await active_space(client, auth, gender="male"))[0] for _ in range(4)]
+    real = reminder_repository.write_batch
+    calls = 0
+
+    async def fail_second(*args):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("disk full")
+        await real(*args)
+
+    monkeypatch.setattr(reminder_repository, "write_batch", fail_second)
+    with pytest.raises(RuntimeError):
+        await reminders.run(app.state.engine, at("2026-03-15"), batch=2)
+    monkeypatch.undo()
+    await reminders.run(app.state.engine, at("2026-03-15"), batch=2)
+    for pid in ids:
+        assert await reminders_of(client, await auth.patient(pid), pid) == [
+            "checkup 45-50",
+            "dtp-booster age-45",
+        ]
+
+
+async def test_a_reminder_is_stored_as_its_communication(client, auth, app):
+    """The batch writes each reminder's JSON from a template per rule and period: it is
+    the Communication `communication` describes."""
+    pid, _ = await active_space(client, auth, gender="male")
+    clock = at("2026-03-15")
+    await reminders.run(app.state.engine, clock)
+    r = resources
+    async with app.state.engine.connect() as conn:
+        rows = await conn.execute(
+            select(r.c.content).where(r.c.patient_id == pid, r.c.resource_type == "Communication")
+        )
+        stored = [m[0] for m in rows]
+    rules = {rule.id: rule for rule in prevention.load().rules}
+    assert len(stored) == 2
+    for content in stored:
+        rule, period = content["identifier"][0]["value"].split("/")
+        due = prevention.Due(rules[rule], period)
+        assert content == reminders.communication(content["id"], pid, due, clock.now())
 
 
 def test_the_rules_file_is_checked(tmp_path: Path):

@@ -27,7 +27,7 @@ from espace_api.fhir.patch import JSON_MERGE_PATCH, JSON_PATCH
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.validation import parse_json
 from espace_api.fhir.values import format_instant
-from espace_api.resources import conditional, service, transaction
+from espace_api.resources import bulk, conditional, service
 from espace_api.resources import history as histories
 from espace_api.resources import patch as patching
 
@@ -58,7 +58,7 @@ async def metadata(request: Request) -> Response:
 async def batch_or_transaction(request: Request, identity: Caller) -> Response:
     """Process a batch or transaction Bundle (served by api/fast_path.py)."""
     body = await read_resource(request)
-    return await run(request, identity, lambda ctx: transaction.process(ctx, body))
+    return await run(request, identity, lambda ctx: bulk.process(ctx, body))
 
 
 @router.get("/_history", tags=["system"], summary="system history", dependencies=SECURED)

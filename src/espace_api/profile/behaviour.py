@@ -10,9 +10,11 @@
   (profile/measurements.py), a machine client only for a patient who connected it
   (profile/connections.py); the measured values written to `observation_values` in the same
   transaction; a repeated measurement (same patient, device, code and time) answered with
-  the stored Observation instead of being stored twice.
+  the stored Observation instead of being stored twice; a connected service's batch Bundle
+  is checked and written set-based (`create_many`, profile/ingest.py) with the same rules.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -21,7 +23,7 @@ from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import compartment_patient
 from espace_api.fhir.registry import ResourceType
 from espace_api.lifecycle.state import check_accepts_deposits
-from espace_api.profile import agenda, connections, measurements, writers
+from espace_api.profile import agenda, connections, ingest, measurements, writers
 from espace_api.resources.behaviour import HookContext, TypeBehaviour, WriteEvent
 from espace_api.resources.results import Result, replayed
 from espace_api.storage import observation_repository as values_repo
@@ -72,6 +74,17 @@ class Agenda(TypeBehaviour):
 
 class Measurements(TypeBehaviour):
     """Observation: validated measurements, stored once, in the narrow values table."""
+
+    bulk_applies = (ProfileWriters,)
+
+    async def create_many(
+        self, ctx: HookContext, rtype: ResourceType, bodies: Sequence[Any]
+    ) -> list[Result | FhirError] | None:
+        """A connected service's batch of readings, set-based (profile/ingest.py); other
+        callers' batches run entry by entry."""
+        if ctx.identity.kind != "system" or not ctx.identity.allows(rtype.name, "c"):
+            return None
+        return await ingest.create_many(ctx, rtype, list(bodies))
 
     async def replay(self, ctx: HookContext, rtype: ResourceType, body: Any) -> Result | None:
         """The caller's Observation already holding this measurement, answered 200."""

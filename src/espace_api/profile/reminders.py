@@ -6,10 +6,16 @@ and completed Immunizations, and writes each reminder due and not yet issued as 
 Communication to the patient (category `reminder`: it shows among their messages), with its
 search indexes, its message and recipient rows (messaging: the patient reads it as a
 message), an audit event and a `reminders_issued` row, one transaction and one COPY per
-table per batch. Running it again (or twice at once: an advisory lock serialises batches)
-issues nothing twice: a reminder is issued once per rule and due period.
+table per batch. Running it again (or twice at once: an advisory lock makes the second run
+wait for the first) issues nothing twice: a reminder is issued once per rule and due period.
+
+The batches go through a pipeline: while up to `WRITERS` batches are written (each its own
+transaction, the database at work), the next is read on another connection and evaluated in
+a worker thread (Python at work), so that the database and the evaluation use both cores.
+Batches are disjoint ranges of patients: what one reads is not what another writes.
 """
 
+import asyncio
 import logging
 from collections import defaultdict
 from datetime import date, datetime
@@ -86,16 +92,37 @@ def _person(
     return prevention.Person(patient_id, born, sex, tuple(vaccinations))
 
 
-# The index rows of a reminder depend on its rule, period and time, and on the patient only
-# through its references: they are extracted once per rule and period with this placeholder.
-_PLACEHOLDER = "\x00patient"
+# A reminder's JSON and index rows depend on its rule, period and time, and on the patient
+# and its own id only where those are written: they are made once per rule and period with
+# these placeholders, then filled in per reminder (JSON text: ids need no escaping).
+_PLACEHOLDER = "\ue000patient"
+_ID = "\ue000id"
+
+
+class _Template:
+    """What every reminder of one rule and period shares, made once per batch."""
+
+    def __init__(self, due: prevention.Due, now: datetime) -> None:
+        self.json = orjson.dumps(communication(_ID, _PLACEHOLDER, due, now)).decode()
+        self.index = indexing.extract(COMMUNICATION, communication("", _PLACEHOLDER, due, now))
+
+    def content(self, id_: str, patient_id: str) -> orjson.Fragment:
+        """The reminder's Communication (JSON text, as `communication` gives it)."""
+        return orjson.Fragment(self.json.replace(_ID, id_).replace(_PLACEHOLDER, patient_id))
+
+    def index_rows(self, patient_id: str) -> indexing.IndexRows:
+        """Its index rows (the same as `indexing.extract` of its Communication)."""
+        t = self.index
+        references = [(p, k, patient_id if i == _PLACEHOLDER else i) for p, k, i in t.references]
+        return indexing.IndexRows(t.tokens, t.strings, t.dates, references)
 
 
 class _Batch:
     """The rows one batch writes."""
 
-    def __init__(self) -> None:
-        self.templates: dict[tuple[str, str], indexing.IndexRows] = {}
+    def __init__(self, clock: Clock, now: datetime) -> None:
+        self.clock, self.now = clock, now
+        self.templates: dict[tuple[str, str], _Template] = {}
         self.current: list[dict[str, Any]] = []
         self.versions: list[dict[str, Any]] = []
         self.index: dict[Table, list[dict[str, Any]]] = defaultdict(list)
@@ -105,6 +132,10 @@ class _Batch:
         # (messaging/: the participants are who may read it).
         self.messages: list[dict[str, Any]] = []
         self.participants: list[dict[str, Any]] = []
+        # The job's audit event, the same for every reminder but its id, resource and patient.
+        self.audit = recorder.events(
+            clock, JOB, "create", resource_type="Communication", patient_ids=[None], now=now
+        )[0]
 
     def tables(self) -> list[tuple[Table, list[dict[str, Any]]]]:
         """Every table's rows, in the order they are written."""
@@ -118,39 +149,25 @@ class _Batch:
             (reminders_issued, self.issued),
         ]
 
-    def _index(self, due: prevention.Due, now: datetime, patient_id: str) -> indexing.IndexRows:
-        """The reminder's index rows (the same as `indexing.extract` of its Communication)."""
+    def add(self, patient_id: str, due: prevention.Due) -> None:
+        now = self.now
         key = (due.rule.id, due.period)
         template = self.templates.get(key)
         if template is None:
-            template = indexing.extract(COMMUNICATION, communication("", _PLACEHOLDER, due, now))
-            self.templates[key] = template
-        return indexing.IndexRows(
-            template.tokens,
-            template.strings,
-            template.dates,
-            [(p, t, patient_id if i == _PLACEHOLDER else i) for p, t, i in template.references],
-        )
-
-    def add(self, clock: Clock, patient_id: str, due: prevention.Due, now: datetime) -> None:
-        id_ = clock.ids()
-        content = communication(id_, patient_id, due, now)
+            template = self.templates[key] = _Template(due, now)
+        id_ = self.clock.ids()
+        content = template.content(id_, patient_id)
         row = {"resource_type": "Communication", "id": id_, "version_id": 1}
         row |= {"patient_id": patient_id, "last_updated": now, "deleted": False}
         self.current.append({**row, "created_by": JOB.actor, "content": content})
         self.versions.append({**row, "method": "POST", "content": content})
         for table, rows in index_batches(
-            "Communication", id_, patient_id, self._index(due, now, patient_id)
+            "Communication", id_, patient_id, template.index_rows(patient_id)
         ):
-            self.index[table] += rows
-        self.audits += recorder.events(
-            clock,
-            JOB,
-            "create",
-            resource_type="Communication",
-            resource_id=id_,
-            patient_ids=[patient_id],
-            now=now,
+            if rows:
+                self.index[table] += rows
+        self.audits.append(
+            {**self.audit, "id": self.clock.ids(), "resource_id": id_, "patient_id": patient_id}
         )
         self.messages.append({"patient_id": patient_id, "id": id_, "thread_id": id_, "sent": now})
         self.participants.append(
@@ -159,7 +176,8 @@ class _Batch:
                 "message_id": id_,
                 "role": "recipient",
                 "actor": f"patient:{patient_id}",
-                "reference": orjson.dumps(content["recipient"][0]).decode(),  # as written
+                # as written in the Communication's recipient
+                "reference": orjson.dumps({"reference": f"Patient/{patient_id}"}).decode(),
                 "received": None,
             }
         )
@@ -174,6 +192,56 @@ class _Batch:
         )
 
 
+Person = tuple[str, str | None, str | None]  # patient id, birthDate, gender
+
+
+async def _read(
+    engine: AsyncEngine, after: str, size: int
+) -> tuple[list[str], list[Person], dict[str, list[tuple[str, date]]], set[tuple[str, str, str]]]:
+    """The next batch: its spaces, their people, vaccinations and reminders issued."""
+    async with engine.connect() as conn:
+        spaces = await repo.active_spaces(conn, after, size)
+        if not spaces:
+            return [], [], {}, set()
+        people = await repo.people(conn, spaces)
+        ids = [p[0] for p in people]
+        vaccinated: dict[str, list[tuple[str, date]]] = defaultdict(list)
+        for patient_id, code, when in await repo.vaccinations(conn, ids):
+            vaccinated[patient_id].append((code, when))
+        already = await repo.issued(conn, ids)
+    return spaces, people, vaccinated, already
+
+
+def _evaluate(
+    rules: prevention.PreventionRules,
+    clock: Clock,
+    people: list[Person],
+    vaccinated: dict[str, list[tuple[str, date]]],
+    already: set[tuple[str, str, str]],
+    now: datetime,
+) -> _Batch:
+    """The rows of every reminder due in the batch and not issued yet (pure Python)."""
+    rows = _Batch(clock, now)
+    for patient_id, birth, sex in people:
+        person = _person(patient_id, birth, sex, vaccinated.get(patient_id, []))
+        if person is None:
+            continue
+        for due in prevention.due(rules, person, now.date()):
+            if (patient_id, due.rule.id, due.period) not in already:
+                rows.add(patient_id, due)
+    return rows
+
+
+async def _write(engine: AsyncEngine, rows: _Batch) -> None:
+    async with engine.begin() as conn:
+        await repo.write_batch(conn, rows.tables())
+
+
+#: Batches being written at once: the database's work on both cores while the next batch is
+#: read and evaluated (each its own transaction; batches are disjoint ranges of patients).
+WRITERS = 2
+
+
 async def run(
     engine: AsyncEngine,
     clock: Clock,
@@ -184,32 +252,34 @@ async def run(
     """Evaluate every active space; counts of patients evaluated and reminders issued."""
     rules = rules or prevention.load()
     done = {"patients": 0, "issued": 0}
-    after = ""
-    while True:
-        async with engine.begin() as conn:
-            await repo.lock(conn)
-            people = await repo.active_people(conn, after, batch)
-            if not people:
-                break
-            ids = [p[0] for p in people]
-            vaccinated: dict[str, list[tuple[str, date]]] = defaultdict(list)
-            for patient_id, code, when in await repo.vaccinations(conn, ids):
-                vaccinated[patient_id].append((code, when))
-            already = await repo.issued(conn, ids)
-            now = clock.now()
-            rows = _Batch()
-            for patient_id, birth, sex in people:
-                person = _person(patient_id, birth, sex, vaccinated.get(patient_id, []))
-                if person is None:
-                    continue
-                for due in prevention.due(rules, person, now.date()):
-                    if (patient_id, due.rule.id, due.period) not in already:
-                        rows.add(clock, patient_id, due, now)
-            await repo.write_batch(conn, rows.tables())
-        done["patients"] += len(people)
-        done["issued"] += len(rows.issued)
-        after = people[-1][0]
-        if len(people) < batch:
-            break
+    async with engine.connect() as guard:
+        guard = await guard.execution_options(isolation_level="AUTOCOMMIT")
+        await repo.lock_run(guard)
+        writing: list[asyncio.Task[None]] = []
+        try:
+            after = ""
+            while True:
+                spaces, people, vaccinated, already = await _read(engine, after, batch)
+                if not spaces:
+                    break
+                now = clock.now()
+                rows = await asyncio.to_thread(
+                    _evaluate, rules, clock, people, vaccinated, already, now
+                )
+                if len(writing) >= WRITERS:
+                    await writing.pop(0)  # the oldest batch committed (or its error raised)
+                writing.append(asyncio.create_task(_write(engine, rows)))
+                done["patients"] += len(people)
+                done["issued"] += len(rows.issued)
+                after = spaces[-1]
+                if len(spaces) < batch:
+                    break
+            while writing:
+                await writing.pop(0)
+        finally:
+            for task in writing:  # a failure while batches were being written
+                task.cancel()
+            await asyncio.gather(*writing, return_exceptions=True)
+            await repo.unlock_run(guard)
     log.info("reminders run: %(patients)d patients, %(issued)d reminders issued", done)
     return done

@@ -7,6 +7,9 @@ order of registration, every behaviour registered for the type being handled:
 
     transaction -> in_transaction()  complete an entry from the other entries of its Bundle
                                      (after urn:uuid fullUrls are resolved)
+    batch       -> create_many()     a batch Bundle of creates of the type, set-based (one
+                                     statement per table for all entries) instead of one
+                                     create per entry; None: the entries run one by one
     create      -> replay()          a repeated request answered with what exists (idempotency)
     create/update/patch/delete
                 -> before_write()    validate and complete the content; may refuse (FhirError)
@@ -36,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
 from espace_api.config import Settings
+from espace_api.fhir.errors import FhirError
 from espace_api.fhir.registry import ResourceType
 from espace_api.resources.results import Result
 from espace_api.storage.repository import StoredRow
@@ -116,6 +120,17 @@ class TypeBehaviour:
         """An existing resource answering a repeated create, or None to go on creating."""
         return None
 
+    async def create_many(
+        self, ctx: HookContext, rtype: ResourceType, bodies: Sequence[Any]
+    ) -> list[Result | FhirError] | None:
+        """Create every body of a batch Bundle's POST entries at once: one answer per body
+        (a Result, or the FhirError that entry gets), each exactly what `create` would have
+        answered entry by entry, in order. None: not for this caller or these bodies (the
+        entries then run one by one). The bulk path replaces every hook of the type for
+        these creates: a behaviour offering it applies the rules of the other behaviours of
+        its type (`bulk_applies`), or it is not used."""
+        return None
+
     async def before_write(self, ctx: HookContext, event: WriteEvent) -> dict[str, Any] | None:
         """Check and complete `event.content`; return the content to store."""
         return event.content
@@ -146,6 +161,9 @@ class TypeBehaviour:
     #: Where the type's entries run within one phase of a transaction Bundle (lower first),
     #: e.g. content (Binary) before the documents whose attachments point at it.
     bundle_order: int = 0
+    #: Set by a subclass that overrides `create_many`: the other behaviours of its type
+    #: whose rules its bulk path applies too (with any other one registered, it is unused).
+    bulk_applies: tuple[type["TypeBehaviour"], ...] = ()
 
 
 class Behaviours:
@@ -204,6 +222,21 @@ class Behaviours:
             found = await behaviour.replay(ctx, rtype, body)
             if found is not None:
                 return found
+        return None
+
+    async def create_many(
+        self, ctx: HookContext, rtype: ResourceType, bodies: Sequence[Any]
+    ) -> list[Result | FhirError] | None:
+        """The answers of the type's bulk create (`TypeBehaviour.create_many`), or None
+        when the type has none, or another behaviour's rules would be left out."""
+        mine = self.of(rtype.name)
+        for behaviour in mine:
+            if type(behaviour).create_many is TypeBehaviour.create_many:
+                continue
+            others = [b for b in mine if b is not behaviour]
+            if all(isinstance(b, behaviour.bulk_applies) for b in others):
+                return await behaviour.create_many(ctx, rtype, bodies)
+            return None
         return None
 
     async def before_write(self, ctx: HookContext, event: WriteEvent) -> dict[str, Any] | None:

@@ -54,6 +54,24 @@ async def rules_in_force(
     return [AccessRule(*m) for m in await conn.execute(stmt)]
 
 
+async def patients_with_rule(
+    conn: AsyncConnection, patient_ids: list[str], kind: str, actor: str, now: datetime
+) -> set[str]:
+    """Which of these patients have a rule of `kind` naming `actor` in force at `now` (one
+    query for a batch's patients, e.g. the services they connected)."""
+    if not patient_ids:
+        return set()
+    r = access_rules
+    stmt = select(r.c.patient_id).where(
+        r.c.patient_id.in_(sorted(set(patient_ids))),
+        r.c.kind == kind,
+        r.c.actor == actor,
+        or_(r.c.period_start.is_(None), r.c.period_start <= now),
+        or_(r.c.period_end.is_(None), r.c.period_end > now),
+    )
+    return {m[0] for m in await conn.execute(stmt)}
+
+
 async def consents_listing(
     conn: AsyncConnection, patient_id: str, document_id: str, exclude: str | None = None
 ) -> list[str]:

@@ -4,6 +4,7 @@ The inserts use COPY (asyncpg's binary `copy_records_to_table`) on the transacti
 connection: for 1,000 Patients a batch writes about 14,000 rows, and building that many
 executemany parameter sets through SQLAlchemy cost more than the database's work."""
 
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -26,18 +27,27 @@ async def lock(conn: AsyncConnection) -> None:
 
 
 async def copy_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """COPY `rows` (dicts with the same keys) into `table` inside the open transaction."""
+    """COPY `rows` (dicts with the same keys) into `table` inside the open transaction. A
+    JSONB value is serialised here (an `orjson.Fragment` is JSON text already, written as
+    it is: the same document in several tables is serialised once)."""
     if not rows:
         return
     columns = list(rows[0])
-    json = [isinstance(table.c[c].type, JSONB) for c in columns]
-    records = [
-        tuple(
-            orjson.dumps(row[c]).decode() if is_json and row[c] is not None else row[c]
-            for c, is_json in zip(columns, json, strict=True)
-        )
-        for row in rows
-    ]
+    json = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSONB)]
+    pick = itemgetter(*columns)
+    if len(columns) == 1:
+        records: list[tuple[Any, ...]] = [(pick(row),) for row in rows]
+    elif not json:
+        records = [pick(row) for row in rows]
+    else:
+        records = []
+        dumps = orjson.dumps
+        for row in rows:
+            record = list(pick(row))
+            for i in json:
+                if record[i] is not None:
+                    record[i] = dumps(record[i]).decode()
+            records.append(tuple(record))
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
     await driver.copy_records_to_table(table.name, records=records, columns=columns)

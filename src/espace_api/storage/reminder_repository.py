@@ -20,30 +20,48 @@ from espace_api.storage.enrolment_repository import copy_rows
 ACTIVE = "active"
 
 
-async def lock(conn: AsyncConnection) -> None:
-    """One reminders batch at a time (two runs never issue the same reminder twice)."""
-    await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("reminders", 0))))
+_LOCK = func.hashtextextended("reminders", 0)
 
 
-async def active_people(
-    conn: AsyncConnection, after: str, limit: int
-) -> list[tuple[str, str | None, str | None]]:
-    """(patient id, birthDate, gender) of the next `limit` active spaces after `after`, in
-    patient id order (a keyset walk: constant memory, each batch one index range)."""
-    s, r = patient_spaces, resources
+async def lock_run(conn: AsyncConnection) -> None:
+    """One run at a time (two runs never issue the same reminder twice): a session lock on
+    `conn` (in autocommit) until `unlock_run`; a second run waits for the first to end."""
+    await conn.execute(select(func.pg_advisory_lock(_LOCK)))
+
+
+async def unlock_run(conn: AsyncConnection) -> None:
+    await conn.execute(select(func.pg_advisory_unlock(_LOCK)))
+
+
+async def active_spaces(conn: AsyncConnection, after: str, limit: int) -> list[str]:
+    """The next `limit` active spaces' patient ids after `after`, in order: a keyset walk
+    of the spaces' primary key (constant memory, each batch one index range)."""
+    s = patient_spaces
     stmt = (
-        select(s.c.patient_id, r.c.content["birthDate"].astext, r.c.content["gender"].astext)
-        .join(
-            r,
-            and_(
-                r.c.patient_id == s.c.patient_id,  # co-located on Citus (docs/citus.md)
-                r.c.resource_type == "Patient",
-                r.c.id == s.c.patient_id,
-            ),
-        )
-        .where(s.c.state == ACTIVE, s.c.patient_id > after, r.c.deleted.is_(False))
+        select(s.c.patient_id)
+        .where(s.c.state == ACTIVE, s.c.patient_id > after)
         .order_by(s.c.patient_id)
         .limit(limit)
+    )
+    return [m[0] for m in await conn.execute(stmt)]
+
+
+async def people(
+    conn: AsyncConnection, patient_ids: Sequence[str]
+) -> list[tuple[str, str | None, str | None]]:
+    """(patient id, birthDate, gender) of these patients' current Patients, in id order.
+    (Read apart from the spaces: joined in one statement, the planner misjudged the
+    Patient rows, `id = patient_id`, and scanned the whole resources table per batch.)"""
+    r = resources
+    stmt = (
+        select(r.c.id, r.c.content["birthDate"].astext, r.c.content["gender"].astext)
+        .where(
+            r.c.resource_type == "Patient",
+            r.c.id.in_(patient_ids),
+            r.c.patient_id.in_(patient_ids),  # co-located on Citus (docs/citus.md)
+            r.c.deleted.is_(False),
+        )
+        .order_by(r.c.id)
     )
     return [(m[0], m[1], m[2]) for m in await conn.execute(stmt)]
 
