@@ -25,7 +25,7 @@ from espace_api.api import errors
 from espace_api.api.http import create_criteria, read_resource, run, strict_handling
 from espace_api.auth.dependency import current_identity
 from espace_api.fhir.registry import REGISTRY, ResourceType
-from espace_api.resources import service, transaction
+from espace_api.resources import bulk, service
 from espace_api.resources.results import Result
 from espace_api.resources.service import Context
 
@@ -113,7 +113,7 @@ async def _create(scope: Scope, receive: Receive, send: Send, rtype: ResourceTyp
 async def _bundle(scope: Scope, receive: Receive, send: Send) -> None:
     async def call(request: Request) -> Call:
         body = await read_resource(request)
-        return lambda ctx: transaction.process(ctx, body)
+        return lambda ctx: bulk.process(ctx, body)
 
     await _answer(scope, receive, send, call, False)
 
