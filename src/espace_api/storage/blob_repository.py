@@ -36,6 +36,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -183,6 +184,52 @@ async def claim_blob(
     ).returning(text("(xmax = 0) AS inserted"), blobs.c.key_generation)
     row = (await conn.execute(stmt)).one()
     return Claim(bool(row[0]), row[1])
+
+
+# A new one-chunk blob in one autocommit statement (issue 14: a deposit's 50 KB document):
+# the catalogue row and its chunk, or nothing when the row exists (the caller then takes the
+# general path: renew, re-key, missing chunks).
+_INSERT_NEW = text(
+    "WITH claim AS (INSERT INTO blobs (patient_id, sha256, size, sha1, backend, chunk_size,"
+    " created_at, touched_at, key_generation) VALUES (:patient_id, :sha256, :size, :sha1,"
+    " :backend, :chunk_size, :now, :now, :key_generation)"
+    " ON CONFLICT (patient_id, sha256) DO NOTHING RETURNING patient_id, sha256),"
+    " chunk AS (INSERT INTO blob_chunks (patient_id, sha256, seq, data)"
+    " SELECT patient_id, sha256, 0, :data FROM claim)"
+    " SELECT count(*) FROM claim"
+).bindparams(
+    bindparam("size", type_=BigInteger),
+    bindparam("chunk_size", type_=Integer),
+    bindparam("key_generation", type_=Integer),
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("data", type_=LargeBinary),
+)
+
+
+async def insert_new_blob(
+    conn: AsyncConnection,
+    key: BlobKey,
+    info: BlobInfo,
+    backend: str,
+    now: datetime,
+    data: bytes,
+    chunk_size: int,
+    key_generation: int | None,
+) -> bool:
+    """Insert a blob held in one chunk with its catalogue row; False (nothing written) when
+    the catalogue row exists."""
+    params = {
+        "patient_id": key.patient_id,
+        "sha256": key.sha256,
+        "size": info.size,
+        "sha1": info.sha1,
+        "backend": backend,
+        "chunk_size": chunk_size,
+        "now": now,
+        "key_generation": key_generation,
+        "data": data,
+    }
+    return bool((await conn.execute(_INSERT_NEW, params)).scalar_one())
 
 
 async def set_key_generation(conn: AsyncConnection, key: BlobKey, generation: int | None) -> None:
