@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from espace_api.auth.identity import Identity
 from espace_api.config import Settings
+from espace_api.db.engine import autocommit_connection
 from espace_api.fhir import formats
 from espace_api.fhir.errors import FhirError, operation_outcome
 from espace_api.fhir.validation import parse_json
@@ -185,9 +186,8 @@ async def context(
     if autocommit:
         deferred: list[dict[str, Any]] = []
         try:
-            async with app.state.engine.connect() as conn:
-                options = {"isolation_level": "AUTOCOMMIT", audit_repository.DEFERRED: deferred}
-                conn = await conn.execution_options(**options)
+            queue = {audit_repository.DEFERRED: deferred}
+            async with autocommit_connection(app.state.engine, **queue) as conn:
                 yield Context(
                     conn, identity, app.state.settings, app.state.clock, app.state.behaviours
                 )

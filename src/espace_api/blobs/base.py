@@ -29,16 +29,16 @@ import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import IO
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from espace_api.blobs import encryption
 from espace_api.blobs.keys import DataKey, DataKeys
 from espace_api.blobs.kms import KeyUnavailable
 from espace_api.clock import Clock
+from espace_api.db.engine import autocommit_connection
 from espace_api.fhir.errors import FhirError
 from espace_api.storage import blob_repository as repo
 from espace_api.storage.blob_repository import BlobInfo as BlobInfo
@@ -265,7 +265,7 @@ class BlobStore(ABC):
         """
         check_key(patient_id, sha256)
         key = BlobKey(patient_id, sha256)
-        async with self._reading() as conn:
+        async with autocommit_connection(self.engine) as conn:  # one read: no BEGIN/ROLLBACK
             row = await repo.get_blob(conn, key)
         if row is None:
             raise BlobNotFound()
@@ -309,16 +309,10 @@ class BlobStore(ABC):
         """The whole blob in memory (small blobs, tests)."""
         return b"".join([c async for c in await self.open(patient_id, sha256)])
 
-    @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one catalogue read, in autocommit (no BEGIN/ROLLBACK)."""
-        async with self.engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
-
     async def stat(self, patient_id: str, sha256: str) -> BlobInfo | None:
         """Size and hashes of a catalogued blob, or None."""
         check_key(patient_id, sha256)
-        async with self._reading() as conn:
+        async with autocommit_connection(self.engine) as conn:
             row = await repo.get_blob(conn, BlobKey(patient_id, sha256))
         if row is None:
             return None

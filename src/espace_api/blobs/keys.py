@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from espace_api.blobs.encryption import ContentErased
 from espace_api.blobs.kms import KEY_BYTES, KeyService, KeyUnavailable
 from espace_api.clock import Clock
+from espace_api.db.engine import autocommit_connection
 from espace_api.storage import data_key_repository as repo
 from espace_api.storage.data_key_repository import WrappedKey
 
@@ -68,8 +69,7 @@ class DataKeys:
         """The key new content of the patient is encrypted with (created on first use).
 
         One autocommit query (no BEGIN/ROLLBACK round trips) on the deposit path."""
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit_connection(self.engine) as conn:
             row = await repo.current_key(conn, patient_id)
         if row is None:
             async with self.engine.begin() as conn:

@@ -10,6 +10,7 @@ connection is held while a slow client downloads). The `data` column is stored E
 from collections.abc import AsyncIterator
 
 from espace_api.blobs.base import BlobInfo, BlobKey, BlobNotFound, BlobStore, Spool
+from espace_api.db.engine import autocommit_connection
 from espace_api.storage import blob_repository as repo
 from espace_api.storage import routing
 
@@ -61,8 +62,7 @@ class PostgresBlobStore(BlobStore):
         data = spool.read(self.chunk_bytes)
         if not data or spool.read(1):
             return False
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit_connection(self.engine) as conn:
             if await routing.distributed(conn):
                 return False
             now = self.clock.now()

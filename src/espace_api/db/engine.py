@@ -1,11 +1,13 @@
 """Async engine creation from settings."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from espace_api.config import Settings
@@ -45,6 +47,16 @@ def make_engine(settings: Settings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkout", _drop_closed)
     return engine
+
+
+@asynccontextmanager
+async def autocommit_connection(
+    engine: AsyncEngine, **options: Any
+) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection on which each statement commits by itself (a single read or
+    write: no BEGIN/COMMIT round trips); `options` are further execution options."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT", **options)
 
 
 def _drop_closed(_dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:

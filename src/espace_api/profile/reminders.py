@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from espace_api.audit import recorder
 from espace_api.auth.identity import Identity
 from espace_api.clock import Clock
+from espace_api.db.engine import autocommit_connection
 from espace_api.db.schema import (
     audit_events,
     message_participants,
@@ -252,8 +253,7 @@ async def run(
     """Evaluate every active space; counts of patients evaluated and reminders issued."""
     rules = rules or prevention.load()
     done = {"patients": 0, "issued": 0}
-    async with engine.connect() as guard:
-        guard = await guard.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit_connection(engine) as guard:
         await repo.lock_run(guard)
         writing: list[asyncio.Task[None]] = []
         try:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
+from espace_api.db.engine import autocommit_connection
 from espace_api.storage import raw
 
 DONE, LEAD = "done", "lead"
@@ -65,8 +66,7 @@ class GroupCommit:
             batch, self.queue = self.queue, []
             failed: BaseException | None = None
             try:
-                async with engine.connect() as conn:
-                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                async with autocommit_connection(engine) as conn:
                     flat = [r for rows, _ in batch for r in rows]
                     await raw.execute_rows(conn, self.stmt, flat)
             except BaseException as exc:  # no waiter of this batch may be told "durable"
