@@ -1,6 +1,7 @@
 """Exception handlers: every error leaves as an OperationOutcome, never a stack trace."""
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -156,15 +157,22 @@ def _log_unexpected(exc: BaseException) -> None:
     log.error("unhandled %s at %s (sqlstate %s)", type(exc).__name__, where, _sqlstate(exc))
 
 
+# The handlers of the errors a service call raises, most specific first (IntegrityError is
+# a DBAPIError): registered on the application by `install`, applied by `handled`.
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+_SERVICE_HANDLERS: tuple[tuple[type[Exception], Handler], ...] = (
+    (FhirError, _fhir_error),
+    (IntegrityError, _integrity_error),
+    (DBAPIError, _db_error),
+)
+
+
 async def handled(request: Request, exc: Exception) -> Response | None:
-    """The answer the exception handlers registered by `install` give to `exc`, for code
-    outside FastAPI's routing (api/fast_path.py); None for what only the 500 guard takes."""
-    if isinstance(exc, FhirError):
-        return await refusal_response(request, exc)
-    if isinstance(exc, IntegrityError):
-        return await _integrity_error(request, exc)
-    if isinstance(exc, DBAPIError):
-        return await _db_error(request, exc)
+    """The answer the application's exception handlers give to `exc`, for code outside
+    FastAPI's routing (api/fast_path.py); None for what only the 500 guard takes."""
+    for kind, handler in _SERVICE_HANDLERS:
+        if isinstance(exc, kind):
+            return await handler(request, exc)
     return None
 
 
@@ -206,10 +214,9 @@ class CatchAll:
 
 def install(app: FastAPI) -> None:
     """Register the handlers on the application."""
-    app.add_exception_handler(FhirError, _fhir_error)
+    for kind, handler in _SERVICE_HANDLERS:
+        app.add_exception_handler(kind, handler)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(IntegrityError, _integrity_error)
-    app.add_exception_handler(DBAPIError, _db_error)
     app.add_exception_handler(Exception, _unexpected)  # errors raised in outer middleware
     app.add_middleware(CatchAll)
