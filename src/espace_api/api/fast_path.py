@@ -6,8 +6,9 @@ Patients' apps read far more than anything else is done, and vendors deposit all
 profile of a read showed a third of a worker's time in route matching (about 70 paths),
 dependency solving and the exception-handler layers; a create, 17 %. This pure ASGI
 middleware answers these requests itself, with the same pieces the routes use: the
-application's authenticator, the resource service (policy, audit), `to_response` (formats,
-conditional read, Prefer) and the answers of the application's exception handlers
+application's authenticator, the service calls the routes build (api/calls.py),
+`to_response` (formats, conditional read, Prefer) and the answers of the application's
+exception handlers
 (`errors.handled`: OperationOutcome, refusal audit). Anything else goes on to the
 application unchanged. The access log still names the route template. Reads and searches
 run in autocommit: a read's only write is its audit row (group-committed after the
@@ -21,13 +22,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from espace_api.api import errors
-from espace_api.api.http import create_criteria, read_resource, run, strict_handling
+from espace_api.api import calls, errors
+from espace_api.api.http import run
 from espace_api.auth.dependency import current_identity
-from espace_api.fhir.registry import REGISTRY, ResourceType
-from espace_api.resources import bulk, service
-from espace_api.resources.results import Result
-from espace_api.resources.service import Context
+from espace_api.fhir.registry import REGISTRY
 
 _PATH = re.compile(r"/([A-Z][A-Za-z]+)(?:/([A-Za-z0-9\-.]{1,64}))?")
 # Types whose read and create have their own routes (raw content).
@@ -51,7 +49,7 @@ _SEARCH = {name: _Route(f"/{name}") for name in _READ if _served(name, "search-t
 _CREATE = {name: _Route(f"/{name}") for name in REGISTRY if _served(name, "create")}
 _ROOT = _Route("/")
 
-Call = Callable[[Context], Awaitable[Result]]
+Prepare = Callable[[Request], Awaitable[calls.Call]]
 
 
 class FastPath:
@@ -61,68 +59,41 @@ class FastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            method, path = scope["method"], scope["path"]
-            if method == "POST" and path == "/":
-                scope["route"] = _ROOT
-                await _bundle(scope, receive, send)
-                return
-            match = _PATH.fullmatch(path) if method in ("GET", "POST") else None
-            if match is not None:
-                name, id_ = match[1], match[2]
-                if method == "GET" and id_ is not None and name in _READ:
-                    scope["route"] = _READ[name]
-                    await _read(scope, receive, send, REGISTRY[name], id_)
-                    return
-                if method == "GET" and id_ is None and name in _SEARCH:
-                    scope["route"] = _SEARCH[name]
-                    await _search(scope, receive, send, REGISTRY[name])
-                    return
-                if method == "POST" and id_ is None and name in _CREATE:
-                    scope["route"] = _CREATE[name]
-                    await _create(scope, receive, send, REGISTRY[name])
-                    return
-        await self.app(scope, receive, send)
+        prepare = _served_call(scope) if scope["type"] == "http" else None
+        if prepare is None:
+            await self.app(scope, receive, send)
+            return
+        await _answer(scope, receive, send, *prepare)
 
 
-async def _read(scope: Scope, receive: Receive, send: Send, rtype: ResourceType, id_: str) -> None:
-    async def call(_: Request) -> Call:
-        return lambda ctx: service.read(ctx, rtype, id_)
-
-    await _answer(scope, receive, send, call, True)
-
-
-async def _search(scope: Scope, receive: Receive, send: Send, rtype: ResourceType) -> None:
-    async def call(request: Request) -> Call:
-        params = list(request.query_params.multi_items())
-        strict = strict_handling(request)
-        return lambda ctx: service.search(ctx, rtype, params, strict=strict)
-
-    await _answer(scope, receive, send, call, True)
-
-
-async def _create(scope: Scope, receive: Receive, send: Send, rtype: ResourceType) -> None:
-    async def call(request: Request) -> Call:
-        body = await read_resource(request)
-        cond = create_criteria(request)
-        return lambda ctx: service.create(ctx, rtype, body, if_none_exist=cond)
-
-    await _answer(scope, receive, send, call, False)
-
-
-async def _bundle(scope: Scope, receive: Receive, send: Send) -> None:
-    async def call(request: Request) -> Call:
-        body = await read_resource(request)
-        return lambda ctx: bulk.process(ctx, body)
-
-    await _answer(scope, receive, send, call, False)
+def _served_call(scope: Scope) -> tuple[Prepare, bool] | None:
+    """How to build the service call of a request the fast path serves, and whether it runs
+    in autocommit; None for any other request. Sets the route the access log names."""
+    method, path = scope["method"], scope["path"]
+    if method == "POST" and path == "/":
+        scope["route"] = _ROOT
+        return calls.bundle, False
+    match = _PATH.fullmatch(path) if method in ("GET", "POST") else None
+    if match is None:
+        return None
+    name, id_ = match[1], match[2]
+    if method == "GET" and id_ is not None and name in _READ:
+        scope["route"] = _READ[name]
+        return (lambda r: calls.read(r, REGISTRY[name], id_)), True
+    if method == "GET" and id_ is None and name in _SEARCH:
+        scope["route"] = _SEARCH[name]
+        return (lambda r: calls.search(r, REGISTRY[name])), True
+    if method == "POST" and id_ is None and name in _CREATE:
+        scope["route"] = _CREATE[name]
+        return (lambda r: calls.create(r, REGISTRY[name])), False
+    return None
 
 
 async def _answer(
     scope: Scope,
     receive: Receive,
     send: Send,
-    prepare: Callable[[Request], Awaitable[Call]],
+    prepare: Prepare,
     autocommit: bool,
 ) -> None:
     """Authenticate, read what the call needs of the request, run it (in autocommit for

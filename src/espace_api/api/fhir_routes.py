@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 
+from espace_api.api import calls
 from espace_api.api.http import (
     check_accept,
-    create_criteria,
     read_body,
     read_resource,
     run,
@@ -27,7 +27,7 @@ from espace_api.fhir.patch import JSON_MERGE_PATCH, JSON_PATCH
 from espace_api.fhir.registry import REGISTRY, ResourceType
 from espace_api.fhir.validation import parse_json
 from espace_api.fhir.values import format_instant
-from espace_api.resources import bulk, conditional, service
+from espace_api.resources import conditional, service
 from espace_api.resources import history as histories
 from espace_api.resources import patch as patching
 
@@ -57,8 +57,7 @@ async def metadata(request: Request) -> Response:
 @router.post("/", tags=["system"], summary="batch or transaction Bundle", dependencies=SECURED)
 async def batch_or_transaction(request: Request, identity: Caller) -> Response:
     """Process a batch or transaction Bundle (served by api/fast_path.py)."""
-    body = await read_resource(request)
-    return await run(request, identity, lambda ctx: bulk.process(ctx, body))
+    return await run(request, identity, await calls.bundle(request))
 
 
 @router.get("/_history", tags=["system"], summary="system history", dependencies=SECURED)
@@ -103,14 +102,7 @@ def _add_type_routes(rtype: ResourceType) -> None:
 
     async def search_get(request: Request, identity: Caller) -> Response:
         # Served by api/fast_path.py (same call, autocommit); kept for the OpenAPI document.
-        params = list(request.query_params.multi_items())
-        strict = strict_handling(request)
-        return await run(
-            request,
-            identity,
-            lambda ctx: service.search(ctx, rtype, params, strict=strict),
-            autocommit=True,
-        )
+        return await run(request, identity, await calls.search(request, rtype), autocommit=True)
 
     async def search_post(request: Request, identity: Caller) -> Response:
         body = await read_body(request, json_only=False)
@@ -132,18 +124,12 @@ def _add_type_routes(rtype: ResourceType) -> None:
         )
 
     async def create(request: Request, identity: Caller) -> Response:
-        # Served by api/fast_path.py (same calls); kept for the OpenAPI document.
-        body = await read_resource(request)
-        cond = create_criteria(request)
-        return await run(
-            request, identity, lambda ctx: service.create(ctx, rtype, body, if_none_exist=cond)
-        )
+        # Served by api/fast_path.py (same call); kept for the OpenAPI document.
+        return await run(request, identity, await calls.create(request, rtype))
 
     async def read(id: str, request: Request, identity: Caller) -> Response:
         # Served by api/fast_path.py (same call, autocommit); kept for the OpenAPI document.
-        return await run(
-            request, identity, lambda ctx: service.read(ctx, rtype, id), autocommit=True
-        )
+        return await run(request, identity, await calls.read(request, rtype, id), autocommit=True)
 
     async def update(id: str, request: Request, identity: Caller) -> Response:
         body = await read_resource(request)
