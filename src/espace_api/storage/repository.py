@@ -192,27 +192,34 @@ async def get_version(
 _INSERT_RESOURCE = insert(resources)
 _INSERT_VERSION = insert(resource_versions)
 
-# A new resource in one statement (issue 14): the current row, its first version and every
-# index row, instead of up to six round trips. Index rows come as parallel arrays.
-_ARRAYS = {
-    "t": ("param", "system", "code", "text"),
-    "s": ("param", "value", "exact"),
-    "d": ("param", "low", "high"),
-    "f": ("param", "target_type", "target_id"),
-}
-_INDEX_TABLES = {"t": search_token, "s": search_string, "d": search_date, "f": search_reference}
+# Each index table, the IndexRows field that fills it and the columns of one of its tuples.
+INDEX_ROWS: tuple[tuple[Table, str, tuple[str, ...]], ...] = (
+    (search_token, "tokens", ("param", "system", "code", "text")),
+    (search_string, "strings", ("param", "value", "exact")),
+    (search_date, "dates", ("param", "low", "high")),
+    (search_reference, "references", ("param", "target_type", "target_id")),
+)
+SEARCH_INDEX_TABLES: tuple[Table, ...] = tuple(table for table, _, _ in INDEX_ROWS)
 
 
-def _unnest(alias: str) -> str:
-    table, columns = _INDEX_TABLES[alias], _ARRAYS[alias]
-    kinds = {c: "timestamptz" if c in ("low", "high") else "text" for c in columns}
-    arrays = ", ".join(f"CAST(:{alias}_{c} AS {kinds[c]}[])" for c in columns)
+def _is_time(table: Table, column: str) -> bool:
+    return isinstance(table.c[column].type, DateTime)
+
+
+def _unnest(table: Table, columns: tuple[str, ...]) -> str:
+    """An index table's rows inserted from one array parameter per column."""
+    arrays = ", ".join(
+        f"CAST(:{table.name}_{c} AS {'timestamptz' if _is_time(table, c) else 'text'}[])"
+        for c in columns
+    )
     return (
-        f"{alias} AS (INSERT INTO {table.name} (resource_type, resource_id, patient_id, "
+        f"new_{table.name} AS (INSERT INTO {table.name} (resource_type, resource_id, patient_id, "
         f"{', '.join(columns)}) SELECT :resource_type, :id, :patient_id, * FROM unnest({arrays}))"
     )
 
 
+# A new resource in one statement (issue 14): the current row, its first version and every
+# index row, instead of up to six round trips.
 _CREATE = text(
     "WITH r AS (INSERT INTO resources (resource_type, id, patient_id, version_id, last_updated,"
     " deleted, created_by, content) VALUES (:resource_type, :id, :patient_id, :version_id,"
@@ -220,16 +227,17 @@ _CREATE = text(
     " v AS (INSERT INTO resource_versions (resource_type, id, version_id, patient_id,"
     " last_updated, deleted, method, content) SELECT :resource_type, :id, :version_id,"
     " :patient_id, :last_updated, false, :method, r.content FROM r), "
-    + ", ".join(_unnest(alias) for alias in _ARRAYS)
+    + ", ".join(_unnest(table, columns) for table, _, columns in INDEX_ROWS)
     + " SELECT 1"
 ).bindparams(
     bindparam("content", type_=JSONB),
     bindparam("last_updated", type_=DateTime(timezone=True)),
     *(
         bindparam(
-            f"{alias}_{c}", type_=ARRAY(DateTime(timezone=True) if c in ("low", "high") else Text)
+            f"{table.name}_{c}",
+            type_=ARRAY(DateTime(timezone=True) if _is_time(table, c) else Text),
         )
-        for alias, columns in _ARRAYS.items()
+        for table, _, columns in INDEX_ROWS
         for c in columns
     ),
 )
@@ -247,15 +255,10 @@ async def _create(conn: AsyncConnection, new: NewVersion, index: IndexRows) -> N
         "method": new.method,
         "content": new.content,
     }
-    rows: dict[str, list[tuple[Any, ...]]] = {
-        "t": list(index.tokens),
-        "s": list(index.strings),
-        "d": list(index.dates),
-        "f": list(index.references),
-    }
-    for alias, columns in _ARRAYS.items():
+    for table, field, columns in INDEX_ROWS:
+        rows: list[tuple[Any, ...]] = getattr(index, field)
         for position, column in enumerate(columns):
-            params[f"{alias}_{column}"] = [row[position] for row in rows[alias]]
+            params[f"{table.name}_{column}"] = [row[position] for row in rows]
     await conn.execute(_CREATE, params)
 
 
@@ -302,12 +305,6 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
         await insert_indexes(conn, new.resource_type, new.id, new.patient_id, index)
 
 
-SEARCH_INDEX_TABLES: tuple[Table, ...] = (
-    search_token,
-    search_string,
-    search_date,
-    search_reference,
-)
 _INSERT_INDEX = {table.name: insert(table) for table in SEARCH_INDEX_TABLES}
 
 
@@ -332,19 +329,8 @@ def index_batches(
         "patient_id": patient_id or NO_PATIENT,
     }
     return [
-        (
-            search_token,
-            [{**key, "param": p, "system": s, "code": c, "text": t} for p, s, c, t in index.tokens],
-        ),
-        (
-            search_string,
-            [{**key, "param": p, "value": v, "exact": e} for p, v, e in index.strings],
-        ),
-        (search_date, [{**key, "param": p, "low": lo, "high": hi} for p, lo, hi in index.dates]),
-        (
-            search_reference,
-            [{**key, "param": p, "target_type": t, "target_id": i} for p, t, i in index.references],
-        ),
+        (table, [{**key, **dict(zip(columns, row, strict=True))} for row in getattr(index, field)])
+        for table, field, columns in INDEX_ROWS
     ]
 
 
