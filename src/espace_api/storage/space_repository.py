@@ -48,11 +48,13 @@ async def get_space(
     return _row(m) if m else None
 
 
-_UPSERT = insert(patient_spaces)
+_INSERT_SPACE = insert(patient_spaces)
 # One statement object (compiled once): every column but the key comes from the new row.
-_UPSERT = _UPSERT.on_conflict_do_update(
+_UPSERT = _INSERT_SPACE.on_conflict_do_update(
     index_elements=["patient_id"],
-    set_={c.name: _UPSERT.excluded[c.name] for c in patient_spaces.c if c.name != "patient_id"},
+    set_={
+        c.name: _INSERT_SPACE.excluded[c.name] for c in patient_spaces.c if c.name != "patient_id"
+    },
 )
 
 
