@@ -5,6 +5,7 @@ import base64
 import hashlib
 import json
 import os
+import pathlib
 import random
 import uuid
 from typing import Any
@@ -12,6 +13,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from bench import limit, tokens
 from bench.loader import INS, LOINC, TYPES, patient_ins
 from bench.loader import patient_id as loaded_patient_id
 from bench.stats import Report
@@ -159,3 +161,12 @@ def deposit_template() -> str:
 def search_targets(patients: int, n: int = 2000) -> list[str]:
     """ITI-67 request targets as search_call sends them (by id, or by INS + type)."""
     return ["/DocumentReference?" + urlencode(search_query(patients, i)) for i in range(n)]
+
+
+def vendor_deposits(url: str, base: str, patients: list[str], path: pathlib.Path) -> pathlib.Path:
+    """The wrk request file of 16 vendors, each with its own machine token, depositing
+    ITI-65 Bundles (deposit_template) for `patients`."""
+    vendors = tokens.mint_all(url, base, [tokens.vendor(i) for i in range(16)])
+    return limit.requests_file(
+        path, [("POST", "/", "", deposit_template())], tokens=vendors, patients=patients
+    )

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
-from bench import documents, limit, tokens
+from bench import documents, limit
 from bench.procs import rss_kb, workers_of
 
 ROUND_SECONDS = 30
@@ -28,13 +28,7 @@ def run(
 ) -> list[str]:
     """Deposit until `deposits` are answered; the RSS lines and the verdict."""
     work = pathlib.Path(tempfile.mkdtemp(prefix="espace-rss-"))
-    vendors = tokens.mint_all(url, base, [tokens.vendor(i) for i in range(16)])
-    template = limit.requests_file(
-        work / "deposits.tsv",
-        [("POST", "/", "", documents.deposit_template())],
-        tokens=vendors,
-        patients=patients,
-    )
+    template = documents.vendor_deposits(url, base, patients, work / "deposits.tsv")
     done, errors, rounds = 0, 0, 0
     before: dict[int, int] = {}
     try:

@@ -423,13 +423,7 @@ def run_limit(args: argparse.Namespace) -> list[str]:
         made = limit.wrk("create Patient: operator", base, requests=creates, **options)
         lines += [made.line(), limit.floor_line("creates", made, 600)]
         patients = asyncio.run(create_patients(base, operator, 200))
-        vendors = tokens.mint_all(url, base, [tokens.vendor(i) for i in range(16)])
-        deposits = limit.requests_file(
-            work / "deposits.tsv",
-            [("POST", "/", "", documents.deposit_template())],
-            tokens=vendors,
-            patients=patients,
-        )
+        deposits = documents.vendor_deposits(url, base, patients, work / "deposits.tsv")
         sent = limit.wrk(
             "deposit ITI-65 50 KB x16 vendors",
             base,
