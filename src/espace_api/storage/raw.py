@@ -55,22 +55,22 @@ def autocommit(conn: AsyncConnection) -> bool:
 async def execute_rows(conn: AsyncConnection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
     """Run `stmt` once per row of named parameters (missing names: None)."""
     c = compiled(stmt, conn)
-    driver = _driver(conn)
+    on = driver(conn)
     args = [[row.get(n) for n in c.names] for row in rows]
     if len(args) == 1:
-        await driver.execute(c.sql, *args[0])
+        await on.execute(c.sql, *args[0])
     else:
-        await driver.executemany(c.sql, args)
+        await on.executemany(c.sql, args)
 
 
 async def fetchrow(conn: AsyncConnection, stmt: Executable, params: dict[str, Any]) -> Any:
     """The first row of `stmt` with `params` bound (an asyncpg Record), or None."""
     c = compiled(stmt, conn)
     args = [params[n] if n in params else c.values[n] for n in c.names]
-    return await _driver(conn).fetchrow(c.sql, *args)
+    return await driver(conn).fetchrow(c.sql, *args)
 
 
-def _driver(conn: AsyncConnection) -> Any:
+def driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under a started AsyncConnection (no await, no greenlet)."""
     sync = conn.sync_connection
     assert sync is not None, "the AsyncConnection has not started"

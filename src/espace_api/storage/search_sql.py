@@ -3,7 +3,6 @@
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -12,6 +11,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     exists,
     false,
     func,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     true,
     tuple_,
 )
+from sqlalchemy.sql.elements import BindParameter
 
 from espace_api.db.schema import (
     patient_ins,
@@ -81,6 +82,37 @@ def _alias(table: Table) -> Any:
     return _POOL[key]
 
 
+# The request's values as named bind parameters (issue 14): within `bound_values`, the value
+# k of a criterion's j-th value is `<criterion's path>_<j>_<k>`, so that a statement's SQL
+# depends only on the request's shape and storage/search_plan.py compiles it once per shape
+# (`shape` names the same parameters, with their values, without building the statement).
+_PATHS: ContextVar[dict[int, str] | None] = ContextVar("criterion_paths", default=None)
+
+
+def _bound(crit: Criterion | None, j: int, k: int, value: Any, column: Any) -> BindParameter[Any]:
+    """`value` as a parameter compared with `column`: named after the criterion's path within
+    `bound_values`, else an anonymous one."""
+    paths = _PATHS.get()
+    path = paths.get(id(crit)) if paths is not None and crit is not None else None
+    if path is None:
+        return literal(value, column.type)
+    return bindparam(f"{path}_{j}_{k}", value, type_=column.type)
+
+
+def _paths(criteria: list[Criterion]) -> dict[int, str]:
+    """Each criterion's path (`c0`, `c0h`...: its place in the request, chains within)."""
+    out: dict[int, str] = {}
+
+    def walk(crit: Criterion, path: str) -> None:
+        out[id(crit)] = path
+        if crit.chain is not None:
+            walk(crit.chain, path + "h")
+
+    for i, crit in enumerate(criteria):
+        walk(crit, f"c{i}")
+    return out
+
+
 def _like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -91,9 +123,7 @@ def _split_prefix(value: str) -> tuple[str, str]:
     return "eq", value
 
 
-def _range_match(
-    prefix: str, low: Any, high: Any, sl: datetime, sh: datetime
-) -> ColumnElement[bool]:
+def _range_match(prefix: str, low: Any, high: Any, sl: Any, sh: Any) -> ColumnElement[bool]:
     """FHIR date prefix semantics on a target [low, high) against search [sl, sh)."""
     cases: dict[str, ColumnElement[bool]] = {
         "eq": and_(low >= sl, high <= sh),
@@ -109,30 +139,60 @@ def _range_match(
     return cases[prefix]
 
 
-def _token_value(t: Table, value: str, modifier: str | None) -> ColumnElement[bool]:
+def _token_parts(value: str, modifier: str | None) -> tuple[str, tuple[Any, ...]]:
+    """A token value's form and the parameters it compares with."""
     if modifier == "text":
         # Indexed text is normalised (case and accents); lower() still matches older rows.
-        pattern = _like_escape(normalize_string(value)) + "%"
-        return func.lower(t.c.text).like(pattern, escape="\\")
+        return "text", (_like_escape(normalize_string(value)) + "%",)
     if "|" in value:
         system, _, code = value.partition("|")
-        if not code:
-            return t.c.system == system
-        return and_(t.c.system == system, t.c.code == code)
-    return t.c.code == value
+        return ("system", (system,)) if not code else ("system|code", (system, code))
+    return "code", (value,)
 
 
-def _string_value(t: Table, value: str, modifier: str | None) -> ColumnElement[bool]:
+def _token_value(
+    t: Table, value: str, modifier: str | None, crit: Criterion | None = None, j: int = 0
+) -> ColumnElement[bool]:
+    form, params = _token_parts(value, modifier)
+    if form == "text":
+        return func.lower(t.c.text).like(_bound(crit, j, 0, params[0], t.c.text), escape="\\")
+    system = _bound(crit, j, 0, params[0], t.c.system)
+    if form == "system":
+        return t.c.system == system
+    if form == "system|code":
+        return and_(t.c.system == system, t.c.code == _bound(crit, j, 1, params[1], t.c.code))
+    return t.c.code == _bound(crit, j, 0, params[0], t.c.code)
+
+
+def _string_parts(value: str, modifier: str | None) -> tuple[str, tuple[Any, ...]]:
     if modifier == "exact":
-        return t.c.exact == value
+        return "exact", (value,)
     norm = _like_escape(normalize_string(value))
-    pattern = f"%{norm}%" if modifier == "contains" else f"{norm}%"
-    return t.c.value.like(pattern, escape="\\")
+    return "like", (f"%{norm}%" if modifier == "contains" else f"{norm}%",)
 
 
-def _date_on(low: Any, high: Any, value: str, instant: bool = False) -> ColumnElement[bool]:
+def _string_value(t: Table, crit: Criterion, j: int, value: str) -> ColumnElement[bool]:
+    form, (param,) = _string_parts(value, crit.modifier)
+    if form == "exact":
+        return t.c.exact == _bound(crit, j, 0, param, t.c.exact)
+    return t.c.value.like(_bound(crit, j, 0, param, t.c.value), escape="\\")
+
+
+def _date_parts(value: str) -> tuple[str, tuple[Any, ...]]:
     prefix, body = _split_prefix(value)
-    sl, sh = date_range(body)
+    return prefix, date_range(body)
+
+
+def _date_on(
+    low: Any,
+    high: Any,
+    value: str,
+    instant: bool = False,
+    crit: Criterion | None = None,
+    j: int = 0,
+) -> ColumnElement[bool]:
+    prefix, (start, end) = _date_parts(value)
+    sl, sh = _bound(crit, j, 0, start, low), _bound(crit, j, 1, end, low)
     if instant:  # a point t: [t, t] compared with half-open search range [sl, sh)
         points: dict[str, ColumnElement[bool]] = {
             "eq": and_(low >= sl, low < sh),
@@ -154,14 +214,23 @@ def instant_clause(column: Any, value: str) -> ColumnElement[bool]:
     return _date_on(column, column, value, instant=True)
 
 
-def _reference_value(t: Table, value: str, target_type: str | None) -> ColumnElement[bool]:
+def _reference_parts(value: str, target_type: str | None) -> tuple[str, tuple[Any, ...]]:
     split = split_reference(value)
     if split is None:
-        return false()
+        return "none", ()
     ref_type, ref_id = split
-    clauses = [t.c.target_id == ref_id]
     if ref_type or target_type:
-        clauses.append(t.c.target_type == (ref_type or target_type))
+        return "typed", (ref_id, ref_type or target_type)
+    return "id", (ref_id,)
+
+
+def _reference_value(t: Table, crit: Criterion, j: int, value: str) -> ColumnElement[bool]:
+    form, params = _reference_parts(value, crit.target_type)
+    if form == "none":
+        return false()
+    clauses = [t.c.target_id == _bound(crit, j, 0, params[0], t.c.target_id)]
+    if form == "typed":
+        clauses.append(t.c.target_type == _bound(crit, j, 1, params[1], t.c.target_type))
     return and_(*clauses)
 
 
@@ -176,15 +245,27 @@ def _index_rows(r: Table, t: Table, name: str) -> list[ColumnElement[bool]]:
     ]
 
 
-def _value_clause(t: Table, crit: Criterion, value: str) -> ColumnElement[bool]:
+def _value_parts(crit: Criterion, value: str) -> tuple[str, tuple[Any, ...]]:
+    """A criterion value's form and parameters, by the parameter's type."""
     kind = crit.param.type
     if kind == "token":
-        return _token_value(t, value, crit.modifier)
+        return _token_parts(value, crit.modifier)
     if kind in ("string", "uri"):
-        return _string_value(t, value, crit.modifier)
+        return _string_parts(value, crit.modifier)
     if kind == "date":
-        return _date_on(t.c.low, t.c.high, value)
-    return _reference_value(t, value, crit.target_type)
+        return _date_parts(value)
+    return _reference_parts(value, crit.target_type)
+
+
+def _value_clause(t: Table, crit: Criterion, j: int, value: str) -> ColumnElement[bool]:
+    kind = crit.param.type
+    if kind == "token":
+        return _token_value(t, value, crit.modifier, crit, j)
+    if kind in ("string", "uri"):
+        return _string_value(t, crit, j, value)
+    if kind == "date":
+        return _date_on(t.c.low, t.c.high, value, crit=crit, j=j)
+    return _reference_value(t, crit, j, value)
 
 
 def criterion_clause(
@@ -200,15 +281,17 @@ def criterion_clause(
     if name in ("_id", "_lastUpdated") and crit.modifier == "missing":
         return false() if crit.values[0] == "true" else true()  # every resource has both
     if name == "_id":
-        return r.c.id.in_(crit.values) if crit.modifier != "not" else r.c.id.notin_(crit.values)
+        ids = [_bound(crit, j, 0, v, r.c.id) for j, v in enumerate(crit.values)]
+        return r.c.id.in_(ids) if crit.modifier != "not" else r.c.id.notin_(ids)
     if name == "_lastUpdated":
         # An instant is the range [t, t]: the same prefix rules as indexed dates.
         lu = r.c.last_updated
-        return or_(*(_date_on(lu, lu, v, instant=True) for v in crit.values))
+        return or_(*(_date_on(lu, lu, v, True, crit, j) for j, v in enumerate(crit.values)))
     if crit.modifier == "identifier":  # Reference.identifier, indexed as tokens
         t = _alias(search_token)
         join = _index_rows(r, t, f"{name}:identifier")
-        return exists().where(*join, or_(*(_token_value(t, v, None) for v in crit.values)))
+        ors = or_(*(_token_value(t, v, None, crit, j) for j, v in enumerate(crit.values)))
+        return exists().where(*join, ors)
     t = _alias(INDEX_TABLES[crit.param.type])
     join = _index_rows(r, t, name)
     if crit.modifier == "missing":
@@ -216,7 +299,7 @@ def criterion_clause(
         return not_(present) if crit.values[0] == "true" else present
     if crit.chain is not None:
         return _chain_clause(r, crit, type_policy)
-    ors = or_(*(_value_clause(t, crit, v) for v in crit.values))
+    ors = or_(*(_value_clause(t, crit, j, v) for j, v in enumerate(crit.values)))
     if crit.modifier == "not":
         return not_(exists().where(*join, ors))
     return exists().where(*join, ors)
@@ -326,16 +409,10 @@ def _criterion_or_compartment(
 _CHAIN_PATIENT: Any = resources.alias("chain_patient")
 
 
-def _compartment_clause(
-    r: Table, rtype: ResourceType, crit: Criterion, type_policy: TypePolicy | None
-) -> ColumnElement[bool] | None:
-    """A criterion on the reference that puts the resource in a patient's compartment
-    (DocumentReference `patient`/`subject` ...) as the same condition on `patient_id` (the
-    compartment is that reference), or None for any other criterion. It uses the
-    resources' patient index, and keeps the plan good when Postgres plans without the values
-    (a prepared statement's generic plan otherwise starts from the most common document
-    type). A chained Patient criterion uses one fixed alias, so that the Patient policy
-    predicate built for it is reused (access/policy.visible)."""
+def _compartment_kind(rtype: ResourceType, crit: Criterion) -> str | None:
+    """How a criterion on the reference that puts the resource in a patient's compartment
+    is answered: "ins" (an exact INS lookup through a Patient chain), "chain" (another
+    Patient chain), "ids" (Patient ids), or None (any other criterion)."""
     if (
         crit.param.type != "reference"
         or crit.has_type is not None
@@ -346,25 +423,47 @@ def _compartment_clause(
     if crit.chain is not None:
         if crit.chain_type is None or crit.chain_type.name != "Patient":
             return None
-        pairs = exact_ins(crit.chain)
-        if pairs:  # an exact INS lookup, which the policy grants every caller
-            # One equality per INS to a scalar subquery (an INS names at most one Patient):
-            # planned without the values, `patient_id IN (SELECT ... FROM patient_ins)` was
-            # started from the most common document type's index rows (0.6 s instead of
-            # 0.2 ms once a connection's prepared statement went generic).
-            i = patient_ins
-            return or_(
-                *(
-                    r.c.patient_id
-                    == select(i.c.patient_id)
-                    .where(i.c.system == system, i.c.value == value)
-                    .scalar_subquery()
-                    for system, value in pairs
+        return "ins" if exact_ins(crit.chain) else "chain"
+    return "ids" if _compartment_ids(crit) else None
+
+
+def _compartment_clause(
+    r: Table, rtype: ResourceType, crit: Criterion, type_policy: TypePolicy | None
+) -> ColumnElement[bool] | None:
+    """A criterion on the reference that puts the resource in a patient's compartment
+    (DocumentReference `patient`/`subject` ...) as the same condition on `patient_id` (the
+    compartment is that reference), or None for any other criterion. It uses the
+    resources' patient index, and keeps the plan good when Postgres plans without the values
+    (a prepared statement's generic plan otherwise starts from the most common document
+    type). A chained Patient criterion uses one fixed alias, so that the Patient policy
+    predicate built for it is reused (access/policy.visible)."""
+    kind = _compartment_kind(rtype, crit)
+    if kind == "ins":  # an exact INS lookup, which the policy grants every caller
+        # One equality per INS to a scalar subquery (an INS names at most one Patient):
+        # planned without the values, `patient_id IN (SELECT ... FROM patient_ins)` was
+        # started from the most common document type's index rows (0.6 s instead of
+        # 0.2 ms once a connection's prepared statement went generic).
+        assert crit.chain is not None  # by _compartment_kind
+        i = patient_ins
+        return or_(
+            *(
+                r.c.patient_id
+                == select(i.c.patient_id)
+                .where(
+                    i.c.system == _bound(crit, j, 0, system, i.c.system),
+                    i.c.value == _bound(crit, j, 1, value, i.c.value),
                 )
+                .scalar_subquery()
+                for j, (system, value) in enumerate(exact_ins(crit.chain) or ())
             )
+        )
+    if kind == "chain":
         return r.c.patient_id.in_(_chained_ids(_CHAIN_PATIENT, crit, type_policy))
-    ids = _compartment_ids(crit)
-    return r.c.patient_id.in_(ids) if ids else None
+    if kind == "ids":
+        ids = _compartment_ids(crit) or []
+        bound = [_bound(crit, j, 0, v, r.c.patient_id) for j, v in enumerate(ids)]
+        return r.c.patient_id.in_(bound)
+    return None
 
 
 def _compartment_ids(crit: Criterion) -> list[str] | None:
@@ -378,10 +477,10 @@ def _compartment_ids(crit: Criterion) -> list[str] | None:
     return ids
 
 
-def _one_patient(r: Table, req: SearchRequest) -> str | None:
+def _one_patient(req: SearchRequest) -> str | None:
     """The one patient a search's compartment criterion names, if it names exactly one."""
     for crit in req.criteria:
-        if crit.chain is None and _compartment_clause(r, req.rtype, crit, None) is not None:
+        if _compartment_kind(req.rtype, crit) == "ids":
             ids = _compartment_ids(crit)
             if ids and len(set(ids)) == 1:
                 return ids[0]
@@ -394,34 +493,115 @@ def search_statements(
     type_policy: TypePolicy | None = None,
     *,
     pin_patient: bool = False,
+    named: bool = False,
 ) -> tuple[Select[Any], Select[Any]]:
     """(page query returning id + JSON text + patient, count query). With `pin_patient`
     (Citus), a search of one patient's compartment names that patient in every subquery
-    too, so that it runs on the patient's shard (storage/routing.py)."""
+    too, so that it runs on the patient's shard (storage/routing.py). With `named`, the
+    request's values are the parameters `shape` names (the SQL depends only on the shape)."""
     r = _R
-    with _alias_scope():
-        where = where_clause(r, req, policy_for(r), type_policy)
-        patient = _one_patient(r, req) if pin_patient else None
-        if patient is not None:
-            where = routing.pinned(where, r.c.patient_id, literal(patient, Text))
-        order = []
-        for name, desc in req.sort:
-            column = _sort_column(r, req, name, desc)
+    paths = _PATHS.set(_paths(req.criteria) if named else None)
+    try:
+        with _alias_scope():
+            where = where_clause(r, req, policy_for(r), type_policy)
+            patient = _one_patient(req) if pin_patient else None
             if patient is not None:
-                column = routing.replaced(column, r.c.patient_id, literal(patient, Text))
-            order.append(column.desc().nulls_last() if desc else column.asc().nulls_last())
+                where = routing.pinned(where, r.c.patient_id, literal(patient, Text))
+            order = []
+            for name, desc in req.sort:
+                column = _sort_column(r, req, name, desc)
+                if patient is not None:
+                    column = routing.replaced(column, r.c.patient_id, literal(patient, Text))
+                order.append(column.desc().nulls_last() if desc else column.asc().nulls_last())
+    finally:
+        _PATHS.reset(paths)
     if not req.sort:
         order.append(r.c.last_updated.asc())
     order.append(r.c.id.asc())
+    limit: int | BindParameter[int] = req.count
+    offset: int | BindParameter[int] = req.offset
+    if named:
+        limit, offset = bindparam("page_count", req.count), bindparam("page_offset", req.offset)
     page = (
         select(r.c.id, r.c.content.cast(Text), r.c.patient_id)
         .where(where)
         .order_by(*order)
-        .limit(req.count)
-        .offset(req.offset)
+        .limit(limit)
+        .offset(offset)
     )
     count = select(func.count()).select_from(r).where(where)
     return page, count
+
+
+Shape = tuple[Any, ...]
+
+
+def shape(req: SearchRequest) -> tuple[Shape, dict[str, Any]]:
+    """What the SQL of `search_statements(req, ..., named=True)` depends on (policies
+    aside), and the values of the parameters it names, without building it. Each branch
+    here follows the builder's (`_criterion_or_compartment`, `criterion_clause`); a
+    difference shows in the test suite, which checks every planned search against a fresh
+    build (storage/search_plan.VERIFY)."""
+    values: dict[str, Any] = {"page_count": req.count, "page_offset": req.offset}
+    criteria = tuple(_shape_of(c, f"c{i}", values, req.rtype) for i, c in enumerate(req.criteria))
+    return (req.rtype.name, tuple(req.sort), criteria), values
+
+
+def _shape_of(
+    crit: Criterion, path: str, values: dict[str, Any], rtype: ResourceType | None = None
+) -> Shape:
+    """One criterion's shape (`rtype`: at the top of the request, where a compartment
+    criterion is answered on patient_id); its parameters' values go to `values`."""
+
+    def put(j: int, params: tuple[Any, ...]) -> None:
+        for k, value in enumerate(params):
+            values[f"{path}_{j}_{k}"] = value
+
+    def forms(parts: Callable[[str], tuple[str, tuple[Any, ...]]]) -> Shape:
+        out = []
+        for j, value in enumerate(crit.values):
+            form, params = parts(value)
+            put(j, params)
+            out.append(form)
+        return tuple(out)
+
+    own = (
+        crit.param.name,
+        crit.param.type,
+        crit.modifier,
+        crit.target_type,
+        crit.chain_type.name if crit.chain_type else None,
+        crit.has_type.name if crit.has_type else None,
+        crit.has_ref,
+        len(crit.values),
+    )
+    kind = _compartment_kind(rtype, crit) if rtype is not None else None
+    if kind == "ins":
+        assert crit.chain is not None  # by _compartment_kind
+        pairs = exact_ins(crit.chain) or ()
+        for j, pair in enumerate(pairs):
+            put(j, pair)
+        return (*own, kind, len(pairs))
+    if kind == "ids":
+        ids = _compartment_ids(crit) or []
+        for j, id_ in enumerate(ids):
+            put(j, (id_,))
+        return (*own, kind)
+    name = crit.param.name
+    inner = crit.chain
+    if inner is not None and (kind == "chain" or crit.has_type is not None):
+        return (*own, kind, _shape_of(inner, path + "h", values))
+    if crit.modifier == "missing":  # also _id and _lastUpdated's, answered without SQL
+        return (*own, crit.values[0] == "true")
+    if name == "_id":
+        return (*own, forms(lambda v: ("", (v,))))
+    if name == "_lastUpdated":
+        return (*own, forms(_date_parts))
+    if crit.modifier == "identifier":
+        return (*own, forms(lambda v: _token_parts(v, None)))
+    if inner is not None:
+        return (*own, "chain", _shape_of(inner, path + "h", values))
+    return (*own, forms(lambda v: _value_parts(crit, v)))
 
 
 def _by_type(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
