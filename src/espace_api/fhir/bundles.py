@@ -68,15 +68,13 @@ def page_links(
 ) -> list[tuple[str, str]]:
     """self / first / previous / next links for offset paging."""
 
+    query = params if any(k == "_count" for k, _ in params) else [*params, ("_count", str(count))]
+    encoded = urlencode(query)  # once: the links differ only by their offset
+
     def url(off: int) -> str:
-        query = (
-            [*params, ("_count", str(count))]
-            if not any(k == "_count" for k, _ in params)
-            else list(params)
-        )
-        if off:
-            query.append(("_offset", str(off)))
-        return f"{base}?{urlencode(query)}" if query else base
+        if not off:
+            return f"{base}?{encoded}" if encoded else base
+        return f"{base}?{encoded}&_offset={off}" if encoded else f"{base}?_offset={off}"
 
     links = [("self", url(offset)), ("first", url(0))]
     if offset > 0:
