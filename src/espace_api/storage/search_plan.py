@@ -30,6 +30,7 @@ from espace_api.storage import raw, search_sql
 #: SQL depends on fails there instead of answering with another search's SQL.
 VERIFY = False
 _MAX = 512
+_MAX_STRUCTURES = 64
 
 # Where the statement reads a policy predicate: the main table (None) or a type's alias.
 Slot = tuple[ResourceType | None, Table]
@@ -202,8 +203,8 @@ def _structure(predicate: ColumnElement[bool]) -> tuple[int, tuple[int, ...]]:
     if number is None:
         number = _KEYS[key.key] = next(_NUMBERS)
     lengths = tuple(len(p.effective_value) for p in key.bindparams if p.expanding)
-    if len(_STRUCTURES) >= _MAX:
-        _STRUCTURES.clear()
+    if len(_STRUCTURES) >= _MAX_STRUCTURES:
+        _STRUCTURES.clear()  # predicates are big trees: keep a few (this second's callers)
     if len(_KEYS) >= _MAX:
         _KEYS.clear()  # numbers handed out are never handed out again
     _STRUCTURES[id(predicate)] = (predicate, (number, lengths))
