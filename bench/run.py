@@ -409,6 +409,16 @@ def run_limit(args: argparse.Namespace) -> list[str]:
             limit.ratio_line("authenticated read by id", ours, floor, 0.50),
         ]
         work = pathlib.Path(tempfile.mkdtemp(prefix="espace-bench-"))
+        # The same read by 200 patients, each with their own token: a caller's policy
+        # predicate is built once per second (access/policy.visible), so one token all run
+        # long measures a read whose predicate is always built already.
+        readers = asyncio.run(create_patients(base, operator, 200))
+        own = tokens.mint_all(url, base, [tokens.patient(p) for p in readers])
+        reads = limit.requests_file(
+            work / "reads.tsv", [("GET", f"/Patient/{p}", t, "") for p, t in zip(readers, own)]
+        )
+        many = limit.wrk("read Patient: 200 patients", base, requests=reads, **options)
+        lines += [many.line(), limit.ratio_line("read by id, 200 callers", many, floor, 0.50)]
         run_id = f"{random.randrange(10, 99)}"
         body = json.dumps(
             {
