@@ -18,13 +18,14 @@ from fastapi import FastAPI
 from espace_api.config import Settings
 from espace_api.db.migrate import upgrade
 from espace_api.main import create_app
-from espace_api.storage import search_plan
+from espace_api.storage import raw
 from tests.support.auth import AuthFactory
 from tests.support.databases import fresh_database, server_url
 
 BASE = "http://test"
-# Every search answered from a plan is also built afresh and compared (SQL, values bound).
-search_plan.VERIFY = True
+# Every statement reused for another caller or request (reads, searches) is also compiled
+# afresh and compared: SQL, values bound (storage/raw.Bound).
+raw.VERIFY = True
 
 
 @pytest.fixture(scope="session")

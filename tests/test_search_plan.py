@@ -1,12 +1,14 @@
-"""Searches compiled once per shape (storage/search_plan.py, issue 14): callers and requests
-of one shape share the SQL, never each other's values. Each search here runs several times
-on a plan built by an earlier caller or request (and the suite's VERIFY rebuilds it)."""
+"""Statements compiled once for many callers (issue 14): searches once per shape
+(storage/search_plan.py), reads by id once per policy structure (storage/raw.Bound). Callers
+and requests share the SQL, never each other's values: each read and search here runs
+several times on a statement compiled for an earlier caller or request (and the suite's
+raw.VERIFY compiles it afresh and compares)."""
 
 from typing import Any
 
 from espace_api.fhir.registry import REGISTRY
 from espace_api.fhir.search import parse_search
-from espace_api.storage import search_plan, search_sql
+from espace_api.storage import raw, search_sql
 from tests.support.fhir import (
     INS_TEST,
     PRO_SCOPES,
@@ -76,6 +78,19 @@ async def test_one_shape_binds_each_callers_policy(client, auth):
         assert sorted(ids(await search(client, other, DOCS, patient=second))) == second_docs
 
 
+async def test_reads_by_id_bind_each_callers_policy(client, auth):
+    spaces, lgc = await two_spaces(client, auth)
+    (first, _, first_docs), (second, _, second_docs) = spaces
+    me, other = await auth.patient(first), await auth.patient(second)
+    for _ in range(3):
+        for token, mine, theirs in ((me, first, second), (other, second, first)):
+            assert (await client.get(f"/Patient/{mine}", headers=token)).status_code == 200
+            assert (await client.get(f"/Patient/{theirs}", headers=token)).status_code == 404
+        assert (await client.get(f"{DOCS}/{first_docs[0]}", headers=me)).status_code == 200
+        assert (await client.get(f"{DOCS}/{first_docs[0]}", headers=other)).status_code == 404
+        assert (await client.get(f"{DOCS}/{second_docs[0]}", headers=lgc)).status_code == 200
+
+
 def test_a_shape_names_every_value_it_binds():
     docs = REGISTRY["DocumentReference"]
     a = parse_search(docs, [("patient", "p-1"), ("date", "ge2024-01-01"), ("type", "s|c")])
@@ -85,4 +100,4 @@ def test_a_shape_names_every_value_it_binds():
     assert shape_a == shape_b and values_a != values_b
     assert set(values_a) == set(values_b)
     assert search_sql.shape(c)[0] != shape_a  # another date prefix, a code without system
-    assert search_plan.VERIFY  # the suite checks every planned search against a fresh build
+    assert raw.VERIFY  # the suite checks every planned search against a fresh build

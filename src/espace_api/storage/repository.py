@@ -101,13 +101,35 @@ async def get_current(
         if for_update:  # Citus locks rows only in a statement on one shard: lock, then read
             await routing.lock(conn, resource_type, id_, params["read_patient"])
             for_update = False
-    stmt = read_statement(resource_type, policy, for_update, routed)
     if for_update:  # inside the write's transaction, through SQLAlchemy
+        stmt = read_statement(resource_type, policy, for_update, routed)
         m = (await conn.execute(stmt, params)).first()
+    elif routed:  # the pinned predicate is a copy: compiled per caller (raw.compiled)
+        m = await raw.fetchrow(conn, read_statement(resource_type, policy, False, True), params)
     else:
-        m = await raw.fetchrow(conn, stmt, params)
-        m = _Fields(m) if m is not None else None
+        m = await _read(conn, resource_type, policy, params)
+    if m is not None and not for_update:
+        m = _Fields(m)
     return _row(m, resource_type, id_) if m else None
+
+
+# The read by id compiled once per type and policy structure, for every caller (raw.Bound).
+_READ_PLANS: dict[tuple[str, Any], raw.Bound] = {}
+
+
+async def _read(
+    conn: AsyncConnection, resource_type: str, policy: ColumnElement[bool], params: dict[str, Any]
+) -> Any:
+    key = (resource_type, raw.structure(policy))
+    plan = _READ_PLANS.get(key)
+    if plan is None or raw.VERIFY:
+        fresh = raw.bound(conn, read_statement(resource_type, policy, False, False), [policy])
+        if plan is not None:
+            plan.check(fresh, params, [policy])
+        else:
+            plan = fresh
+            raw.remember(_READ_PLANS, key, plan)
+    return await raw.driver(conn).fetchrow(plan.sql, *plan.args(params, [policy]))
 
 
 class _Fields:

@@ -11,11 +11,11 @@ predicates built for its caller (access/policy.visible). Two callers of one shap
 plan and never each other's values.
 
 Runs on the asyncpg connection of an AUTOCOMMIT connection (reads: nothing to be inside);
-Citus and transactions keep the general path (resources/service.run_search). `VERIFY` (the
-test suite sets it) rebuilds every planned search and checks the SQL and the values bound.
+Citus and transactions keep the general path (resources/service.run_search). `raw.VERIFY`
+(the test suite sets it) rebuilds every planned search and checks the SQL and the values
+bound.
 """
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,52 +26,17 @@ from espace_api.fhir.registry import ResourceType
 from espace_api.fhir.search import SearchRequest
 from espace_api.storage import raw, search_sql
 
-#: Rebuild every planned search and compare (tests): a shape that misses a difference the
-#: SQL depends on fails there instead of answering with another search's SQL.
-VERIFY = False
-_MAX = 512
-_MAX_STRUCTURES = 64
-
 # Where the statement reads a policy predicate: the main table (None) or a type's alias.
 Slot = tuple[ResourceType | None, Table]
-
-
-@dataclass(frozen=True)
-class _Statement:
-    """SQL with positional parameters: each position's name, the values fixed by the shape,
-    and per policy slot, the names its predicate's parameters fill (in cache-key order)."""
-
-    sql: str
-    names: tuple[str, ...]
-    fixed: dict[str, Any]
-    policies: tuple[tuple[str | None, ...], ...]
-
-    def args(self, values: dict[str, Any], predicates: list[ColumnElement[bool]]) -> list[Any]:
-        bound = dict(self.fixed)
-        bound.update(values)
-        for names, predicate in zip(self.policies, predicates, strict=True):
-            for name, param in zip(names, _cache_key(predicate).bindparams, strict=True):
-                if name is None:
-                    continue
-                value = param.effective_value
-                if param.expanding:  # rendered as one parameter per item (of each tuple)
-                    for i, item in enumerate(value, 1):
-                        if isinstance(item, tuple):
-                            bound.update({f"{name}_{i}_{k}": v for k, v in enumerate(item, 1)})
-                        else:
-                            bound[f"{name}_{i}"] = item
-                else:
-                    bound[name] = value
-        return [bound[n] for n in self.names]
 
 
 @dataclass(frozen=True)
 class _Plan:
     """The statements of one shape and predicate structure."""
 
-    page: _Statement  # with the total: count(*) over ()
-    bare: _Statement  # without it (_total=none)
-    count: _Statement  # the total alone, for an empty page
+    page: raw.Bound  # with the total: count(*) over ()
+    bare: raw.Bound  # without it (_total=none)
+    count: raw.Bound  # the total alone, for an empty page
 
 
 class Policies:
@@ -115,17 +80,17 @@ async def run(
     if slots is None:
         plan = _build(conn, req, policies)
         predicates = policies.predicates
-        _remember(_SLOTS, shape, policies.slots)
-        _remember(_PLANS, (shape, *map(_structure, predicates)), plan)
+        raw.remember(_SLOTS, shape, policies.slots)
+        raw.remember(_PLANS, (shape, *map(raw.structure, predicates)), plan)
     else:
         predicates = policies.replay(slots)
-        key = (shape, *map(_structure, predicates))
+        key = (shape, *map(raw.structure, predicates))
         found = _PLANS.get(key)
-        if found is None or VERIFY:
+        if found is None or raw.VERIFY:
             fresh = Policies(policies.policy_for, policies.type_policy)
             plan = _build(conn, req, fresh)
             if found is None:
-                _remember(_PLANS, key, plan)
+                raw.remember(_PLANS, key, plan)
             else:
                 _check(found, plan, slots, fresh, values, predicates)
         else:
@@ -149,22 +114,10 @@ def _build(conn: AsyncConnection, req: SearchRequest, policies: Policies) -> _Pl
 
 def _plan(conn: AsyncConnection, page: Select[Any], count: Select[Any], p: Policies) -> _Plan:
     return _Plan(
-        _statement(conn, page.add_columns(func.count().over()), p.predicates),
-        _statement(conn, page, p.predicates),
-        _statement(conn, count, p.predicates),
+        raw.bound(conn, page.add_columns(func.count().over()), p.predicates),
+        raw.bound(conn, page, p.predicates),
+        raw.bound(conn, count, p.predicates),
     )
-
-
-def _statement(
-    conn: AsyncConnection, stmt: Select[Any], predicates: list[ColumnElement[bool]]
-) -> _Statement:
-    c = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    policies = tuple(
-        # None: not in the SQL (a predicate under `false()` is left out of a statement)
-        tuple(c.bind_names.get(param) for param in _cache_key(p).bindparams)
-        for p in predicates
-    )
-    return _Statement(str(c), tuple(c.positiontup or ()), dict(c.params), policies)
 
 
 def _check(
@@ -175,48 +128,7 @@ def _check(
     values: dict[str, Any],
     predicates: list[ColumnElement[bool]],
 ) -> None:
-    """The plan binds what a fresh build of this very search binds (VERIFY)."""
+    """The plan binds what a fresh build of this very search binds (raw.VERIFY)."""
     assert slots == policies.slots, "a search shape read other policies than its plan's"
     for ours, theirs in ((plan.page, fresh.page), (plan.bare, fresh.bare)):
-        assert ours.sql == theirs.sql, "a search plan's SQL differs from a fresh build's"
-        assert ours.args(values, predicates) == [theirs.fixed[n] for n in theirs.names], (
-            "a search plan binds other values than a fresh build"
-        )
-
-
-def _cache_key(predicate: ColumnElement[bool]) -> Any:
-    """SQLAlchemy's cache key of a predicate (kept on the object once computed)."""
-    key = predicate._generate_cache_key()
-    assert key is not None, "a policy predicate without a cache key"
-    return key
-
-
-def _structure(predicate: ColumnElement[bool]) -> tuple[int, tuple[int, ...]]:
-    """What a predicate's SQL depends on: its cache key's structure (as a small number: the
-    key is a big tuple, hashed once per predicate) and the length of each list it binds (a
-    list's items are separate parameters)."""
-    hit = _STRUCTURES.get(id(predicate))
-    if hit is not None and hit[0] is predicate:
-        return hit[1]
-    key = _cache_key(predicate)
-    number = _KEYS.get(key.key)
-    if number is None:
-        number = _KEYS[key.key] = next(_NUMBERS)
-    lengths = tuple(len(p.effective_value) for p in key.bindparams if p.expanding)
-    if len(_STRUCTURES) >= _MAX_STRUCTURES:
-        _STRUCTURES.clear()  # predicates are big trees: keep a few (this second's callers)
-    if len(_KEYS) >= _MAX:
-        _KEYS.clear()  # numbers handed out are never handed out again
-    _STRUCTURES[id(predicate)] = (predicate, (number, lengths))
-    return number, lengths
-
-
-_STRUCTURES: dict[int, tuple[ColumnElement[bool], tuple[int, tuple[int, ...]]]] = {}
-_KEYS: dict[Any, int] = {}
-_NUMBERS = itertools.count()
-
-
-def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
-    if key not in cache and len(cache) >= _MAX:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
+        ours.check(theirs, values, predicates)

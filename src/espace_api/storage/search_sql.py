@@ -541,7 +541,7 @@ def shape(req: SearchRequest) -> tuple[Shape, dict[str, Any]]:
     aside), and the values of the parameters it names, without building it. Each branch
     here follows the builder's (`_criterion_or_compartment`, `criterion_clause`); a
     difference shows in the test suite, which checks every planned search against a fresh
-    build (storage/search_plan.VERIFY)."""
+    build (storage/raw.VERIFY)."""
     values: dict[str, Any] = {"page_count": req.count, "page_offset": req.offset}
     criteria = tuple(_shape_of(c, f"c{i}", values, req.rtype) for i, c in enumerate(req.criteria))
     return (req.rtype.name, tuple(req.sort), criteria), values
