@@ -259,7 +259,7 @@ async def _create(conn: AsyncConnection, new: NewVersion, index: IndexRows) -> N
         rows: list[tuple[Any, ...]] = getattr(index, field)
         for position, column in enumerate(columns):
             params[f"{table.name}_{column}"] = [row[position] for row in rows]
-    await conn.execute(_CREATE, params)
+    await raw.execute(conn, _CREATE, params)
 
 
 async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows | None) -> None:
