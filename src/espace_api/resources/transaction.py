@@ -270,6 +270,7 @@ async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
         if reuse:
             await savepoint.rollback()
             ctx.blobs.clear()  # the Binary versions of the first run are gone
+            ctx.patients.clear()  # and any Patient version it wrote
     if reuse:
         entries, results = await _run(ctx, raw_entries, reuse)
     out = [_response_entry(ctx, results[e.index]) for e in entries]
@@ -365,6 +366,7 @@ async def _batch(ctx: Context, raw_entries: list[Any]) -> Result:
                 result = await _execute(ctx, entry)
             out.append(_response_entry(ctx, result))
         except FhirError as exc:
+            ctx.patients.clear()  # a Patient version the entry wrote is rolled back
             if entry is not None and exc.status in refusals.RECORDED:
                 rtype, id_ = refusals.target_of(entry.url)
                 if rtype is not None:
