@@ -76,3 +76,12 @@ async def test_in_autocommit_each_raw_write_commits_by_itself(engine):
             await raw.execute(conn, INSERT, {"id": "autocommitted"})
             raise Boom
     assert await stored(engine) == ["autocommitted"]
+
+
+async def test_a_raw_savepoint_is_undone_to_and_released_with_the_transaction(engine):
+    async with engine.begin() as conn:
+        await raw.savepoint(conn, "probe")  # first: BEGIN goes before it
+        await raw.execute(conn, INSERT, {"id": "undone"})
+        await raw.rollback_to(conn, "probe")
+        await raw.execute(conn, INSERT, {"id": "after"})
+    assert await stored(engine) == ["after"]

@@ -106,6 +106,23 @@ async def execute(conn: AsyncConnection, stmt: Executable, params: dict[str, Any
     await _translated(conn, c.sql, driver.execute(c.sql, *c.args(params)))
 
 
+async def savepoint(conn: AsyncConnection, name: str) -> None:
+    """SAVEPOINT `name` in the connection's transaction (one round trip, no SQLAlchemy
+    bookkeeping); it is released when the transaction ends."""
+    await _command(conn, f"SAVEPOINT {name}", name)
+
+
+async def rollback_to(conn: AsyncConnection, name: str) -> None:
+    """Undo what the transaction did since SAVEPOINT `name` (the savepoint stays)."""
+    await _command(conn, f"ROLLBACK TO SAVEPOINT {name}", name)
+
+
+async def _command(conn: AsyncConnection, sql: str, name: str) -> None:
+    assert name.isidentifier(), "a savepoint's name is a constant identifier"
+    driver = await _begun(conn)
+    await _translated(conn, sql, driver.execute(sql))
+
+
 async def _begun(conn: AsyncConnection) -> Any:
     """The asyncpg connection under `conn`, with BEGIN sent when SQLAlchemy's connection is
     in a transaction that the adapter has not begun yet (it begins at its first statement):
