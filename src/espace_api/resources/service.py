@@ -283,10 +283,8 @@ async def _write(ctx: Context, event: WriteEvent) -> Result:
     index = indexing.extract(rtype, content) if content is not None else None
     if rtype.name == "Patient":
         ctx.patients.pop(event.id, None)  # `existing_patient` reads the new version
-    await repository.write_version(ctx.conn, new, index)
     subtype = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
-    await recorder.record(
-        ctx.conn,
+    audit = recorder.events(
         ctx.clock,
         ctx.identity,
         subtype[event.method],
@@ -294,6 +292,7 @@ async def _write(ctx: Context, event: WriteEvent) -> Result:
         resource_id=event.id,
         patient_ids=[event.patient_id],
     )
+    await repository.write_version(ctx.conn, new, index, audit)  # with its audit row
     await ctx.behaviours.after_write(ctx, event)
     json = orjson.dumps(content).decode() if content is not None else None
     return Result(

@@ -23,13 +23,18 @@ _INSERT_ALL = insert(audit_events).values(
 DEFERRED = "espace_deferred_audit"
 
 
+def stored(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Audit rows as stored: a row of no patient has NO_PATIENT."""
+    return [e if e.get("patient_id") else {**e, "patient_id": NO_PATIENT} for e in events]
+
+
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
     """Insert audit events: inside a transaction, in it (on the driver connection:
     storage/raw.py); in autocommit (a read's audit row) into the connection's deferred
     list when it has one, else at once by group commit (storage/audit_writer.py)."""
     if not events:
         return
-    events = [e if e.get("patient_id") else {**e, "patient_id": NO_PATIENT} for e in events]
+    events = stored(events)
     if not raw.autocommit(conn):
         try:
             await raw.execute_rows(conn, _INSERT_ALL, events)
