@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from sqlalchemy import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
@@ -54,11 +55,27 @@ def compiled(stmt: Executable, conn: AsyncConnection) -> Compiled:
     if hit is not None and hit[0] is stmt:
         return hit[1]
     c = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # type: ignore[attr-defined]
-    processors = {k: v for k, v in c._bind_processors.items() if callable(v)}
-    out = Compiled(str(c), tuple(c.positiontup or ()), dict(c.params), processors)
+    out = Compiled(str(c), tuple(c.positiontup or ()), dict(c.params), _processors(c, conn))
     if len(_COMPILED) >= _MAX:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[id(stmt)] = (stmt, out)
+    return out
+
+
+def _processors(c: Any, conn: AsyncConnection) -> dict[str, Callable[[Any], Any]]:
+    """The conversions a compiled statement's parameters need, by name. An array of items
+    that need none is passed as it is (asyncpg encodes lists): SQLAlchemy's ARRAY would copy
+    it item by item (an index row's columns, a create's audit rows)."""
+    out = {}
+    for param, name in c.bind_names.items():
+        process = c._bind_processors.get(name)
+        if not callable(process):
+            continue
+        if isinstance(param.type, ARRAY) and not param.type.item_type._cached_bind_processor(
+            conn.dialect
+        ):
+            continue
+        out[name] = process
     return out
 
 
