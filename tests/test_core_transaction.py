@@ -298,3 +298,23 @@ async def test_transaction_scopes_apply_per_entry(client, auth, app):
     )
     assert r.status_code == 403
     assert await row_counts(app) == before
+
+
+async def test_a_patient_written_earlier_in_a_bundle_is_read_anew(client, auth):
+    """A request reads the Patient it writes into once (`Context.patients`); a write of that
+    Patient in the same request drops what it read: a deposit after its deletion is refused."""
+    ops = await auth.operator()
+    p = await create(client, ops, patient())
+    body = bundle(
+        "batch",
+        post(document(p["id"])),
+        {"request": {"method": "DELETE", "url": f"Patient/{p['id']}"}},
+        post(document(p["id"])),
+    )
+    r = await send(client, ops, body)
+    assert r.status_code == 200, r.text
+    first, deleted, after = (e["response"] for e in r.json()["entry"])
+    assert first["status"].startswith("201"), first
+    assert deleted["status"].startswith("204"), deleted
+    assert after["status"].startswith("422"), after
+    assert after["outcome"]["issue"][0]["details"]["coding"][0]["code"] == "REFERENCE_NOT_FOUND"

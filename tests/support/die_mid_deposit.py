@@ -26,10 +26,10 @@ async def main(url: str, bundle: bytes) -> None:
         headers = await AuthFactory(app).system("lgc-crash", SYSTEM_SCOPES)
         write_version = repository.write_version
 
-        async def die_on_document(conn, new, index):  # type: ignore[no-untyped-def]
+        async def die_on_document(conn, new, *rest):  # type: ignore[no-untyped-def]
             if new.resource_type == "DocumentReference":
                 os._exit(EXIT_CODE)  # the process dies: no commit, no cleanup
-            return await write_version(conn, new, index)
+            return await write_version(conn, new, *rest)
 
         repository.write_version = die_on_document  # type: ignore[assignment]
         transport = httpx.ASGITransport(app=app)

@@ -49,6 +49,10 @@ class Context:
     # Content of the Binary versions written by this request, by (id, version): a deposit's
     # DocumentReference checks the Binary of its own Bundle without reading it back.
     blobs: dict[tuple[str, int], Any] = field(default_factory=dict)
+    # The current rows of the Patients this request writes into, by id (`existing_patient`):
+    # a deposit's Binary and DocumentReference read their Patient once. A write of that
+    # Patient drops it; a rolled-back savepoint empties it.
+    patients: dict[str, StoredRow] = field(default_factory=dict)
 
     @cached_property
     def now(self) -> datetime:
@@ -211,11 +215,15 @@ async def existing_patient(ctx: Context, patient_id: str) -> StoredRow:
     """The current row of the Patient a write goes into; 422 when there is none. Whether the
     caller may write into that space is the write rules' question (`check_write`, the type
     behaviours), not whether it may read the Patient: a vendor deposits into spaces it cannot
-    browse."""
+    browse. Read once per request (`Context.patients`)."""
+    patient = ctx.patients.get(patient_id)
+    if patient is not None:
+        return patient
     open_to = policy.space_open_to(ctx.identity, resources, ctx.now)
     patient = await repository.get_current(ctx.conn, "Patient", patient_id, open_to)
     if patient is None or patient.deleted:
         raise FhirError.unprocessable(f"Patient/{patient_id} does not exist", "REFERENCE_NOT_FOUND")
+    ctx.patients[patient_id] = patient
     return patient
 
 
@@ -273,10 +281,10 @@ async def _write(ctx: Context, event: WriteEvent) -> Result:
         ctx.identity.actor,
     )
     index = indexing.extract(rtype, content) if content is not None else None
-    await repository.write_version(ctx.conn, new, index)
+    if rtype.name == "Patient":
+        ctx.patients.pop(event.id, None)  # `existing_patient` reads the new version
     subtype = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
-    await recorder.record(
-        ctx.conn,
+    audit = recorder.events(
         ctx.clock,
         ctx.identity,
         subtype[event.method],
@@ -284,6 +292,7 @@ async def _write(ctx: Context, event: WriteEvent) -> Result:
         resource_id=event.id,
         patient_ids=[event.patient_id],
     )
+    await repository.write_version(ctx.conn, new, index, audit)  # with its audit row
     await ctx.behaviours.after_write(ctx, event)
     json = orjson.dumps(content).decode() if content is not None else None
     return Result(

@@ -29,6 +29,7 @@ from espace_api.resources import conditional, service
 from espace_api.resources import patch as patching
 from espace_api.resources.results import Result
 from espace_api.resources.service import Context
+from espace_api.storage import raw as driver
 
 # FHIR transaction processing order: DELETE, POST, PUT/PATCH, GET/HEAD.
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -263,14 +264,23 @@ async def process(ctx: Context, body: Any) -> Result:
     return await _batch(ctx, raw_entries)
 
 
+# The savepoint a transaction Bundle's first run goes back to when it replays a stored
+# deposit; sent on the driver connection (storage/raw.py), released with the transaction.
+SAVEPOINT = "bundle_run"
+
+
 async def _transaction(ctx: Context, raw_entries: list[Any]) -> Result:
-    async with ctx.conn.begin_nested() as savepoint:
+    await driver.savepoint(ctx.conn, SAVEPOINT)
+    try:
         entries, results = await _run(ctx, copy.deepcopy(raw_entries), {})
-        reuse = _reused_by_replays(entries, results)
-        if reuse:
-            await savepoint.rollback()
-            ctx.blobs.clear()  # the Binary versions of the first run are gone
+    except BaseException:
+        await driver.rollback_to(ctx.conn, SAVEPOINT)
+        raise
+    reuse = _reused_by_replays(entries, results)
     if reuse:
+        await driver.rollback_to(ctx.conn, SAVEPOINT)
+        ctx.blobs.clear()  # the Binary versions of the first run are gone
+        ctx.patients.clear()  # and any Patient version it wrote
         entries, results = await _run(ctx, raw_entries, reuse)
     out = [_response_entry(ctx, results[e.index]) for e in entries]
     return Result(200, bundles.bundle("transaction-response", out, bundle_id=ctx.clock.ids()))
@@ -365,6 +375,7 @@ async def _batch(ctx: Context, raw_entries: list[Any]) -> Result:
                 result = await _execute(ctx, entry)
             out.append(_response_entry(ctx, result))
         except FhirError as exc:
+            ctx.patients.clear()  # a Patient version the entry wrote is rolled back
             if entry is not None and exc.status in refusals.RECORDED:
                 rtype, id_ = refusals.target_of(entry.url)
                 if rtype is not None:

@@ -2,11 +2,25 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy import (
+    ARRAY,
+    DateTime,
+    Select,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import access_rules, resources, search_reference, search_token
+from espace_api.storage import raw
 
 
 @dataclass(frozen=True)
@@ -40,18 +54,27 @@ async def replace_rules(
         await conn.execute(insert(r), rows)
 
 
+def _in_force() -> Select[Any]:
+    r = access_rules
+    now = bindparam("now", type_=DateTime(timezone=True))
+    return select(r.c.kind, r.c.actor, r.c.period_start, r.c.period_end).where(
+        r.c.patient_id == bindparam("patient_id", type_=Text),
+        r.c.kind == any_(bindparam("kinds", type_=ARRAY(Text))),
+        or_(r.c.period_start.is_(None), r.c.period_start <= now),
+        or_(r.c.period_end.is_(None), r.c.period_end > now),
+    )
+
+
+# Built once, run on the driver connection (storage/raw.py): every deposit reads it.
+_IN_FORCE = _in_force()
+
+
 async def rules_in_force(
     conn: AsyncConnection, patient_id: str, kinds: tuple[str, ...], now: datetime
 ) -> list[AccessRule]:
     """The patient's rules of `kinds` in force at `now`."""
-    r = access_rules
-    stmt = select(r.c.kind, r.c.actor, r.c.period_start, r.c.period_end).where(
-        r.c.patient_id == patient_id,
-        r.c.kind.in_(kinds),
-        or_(r.c.period_start.is_(None), r.c.period_start <= now),
-        or_(r.c.period_end.is_(None), r.c.period_end > now),
-    )
-    return [AccessRule(*m) for m in await conn.execute(stmt)]
+    params = {"patient_id": patient_id, "kinds": list(kinds), "now": now}
+    return [AccessRule(*m) for m in await raw.fetch(conn, _IN_FORCE, params)]
 
 
 async def patients_with_rule(

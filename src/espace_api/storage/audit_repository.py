@@ -9,8 +9,7 @@ from espace_api.db.schema import NO_PATIENT, audit_events, resources
 from espace_api.metrics.counters import AUDIT_WRITE_FAILURES
 from espace_api.storage import audit_writer, raw
 
-_INSERT = insert(audit_events)  # one statement object: its cache key is computed once
-# The same with every column a named parameter, for the raw (asyncpg) path.
+# Every column a named parameter, for the raw (asyncpg) path; compiled once.
 # A row of no patient stores NO_PATIENT ('', schema.py): the statement says so itself, since
 # the group-commit writer may be handed rows directly (a literal: it binds only row values).
 _INSERT_ALL = insert(audit_events).values(
@@ -24,16 +23,21 @@ _INSERT_ALL = insert(audit_events).values(
 DEFERRED = "espace_deferred_audit"
 
 
+def stored(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Audit rows as stored: a row of no patient has NO_PATIENT."""
+    return [e if e.get("patient_id") else {**e, "patient_id": NO_PATIENT} for e in events]
+
+
 async def insert_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
-    """Insert audit events: inside a transaction through SQLAlchemy, so that the rows belong
-    to it; in autocommit (a read's audit row) into the connection's deferred list when it
-    has one, else at once by group commit (storage/audit_writer.py)."""
+    """Insert audit events: inside a transaction, in it (on the driver connection:
+    storage/raw.py); in autocommit (a read's audit row) into the connection's deferred
+    list when it has one, else at once by group commit (storage/audit_writer.py)."""
     if not events:
         return
-    events = [e if e.get("patient_id") else {**e, "patient_id": NO_PATIENT} for e in events]
+    events = stored(events)
     if not raw.autocommit(conn):
         try:
-            await conn.execute(_INSERT, events)
+            await raw.execute_rows(conn, _INSERT_ALL, events)
         except Exception:
             AUDIT_WRITE_FAILURES.inc(len(events))
             raise

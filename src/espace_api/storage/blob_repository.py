@@ -47,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from espace_api.storage import routing
+from espace_api.storage import raw, routing
 from espace_api.storage.data_key_repository import WrappedKey, data_keys
 
 
@@ -229,7 +229,7 @@ async def insert_new_blob(
         "key_generation": key_generation,
         "data": data,
     }
-    return bool((await conn.execute(_INSERT_NEW, params)).scalar_one())
+    return bool((await raw.fetchrow(conn, _INSERT_NEW, params))[0])
 
 
 async def set_key_generation(conn: AsyncConnection, key: BlobKey, generation: int | None) -> None:
@@ -366,6 +366,14 @@ async def is_referenced(conn: AsyncConnection, key: BlobKey) -> bool:
     return bool((await conn.execute(stmt)).scalar_one())
 
 
+# One reference row (named parameters), compiled once for the raw path (storage/raw.py).
+_INSERT_REF = (
+    insert(blob_refs)
+    .values({c.name: bindparam(c.name) for c in blob_refs.c})
+    .on_conflict_do_nothing()
+)
+
+
 async def add_blob_refs(
     conn: AsyncConnection,
     patient_id: str,
@@ -390,7 +398,7 @@ async def add_blob_refs(
         for sha in dict.fromkeys(sha256s)
     ]
     if rows:
-        await conn.execute(insert(blob_refs).values(rows).on_conflict_do_nothing())
+        await raw.execute_rows(conn, _INSERT_REF, rows)
 
 
 async def refs_of_version(

@@ -11,6 +11,7 @@ Functions take an open connection; nothing here commits.
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -20,12 +21,15 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    bindparam,
     func,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from espace_api.storage import raw
 
 data_key_metadata = MetaData()
 
@@ -51,25 +55,29 @@ class WrappedKey:
     wrapped_key: bytes | None
 
 
-def _row(m: object) -> WrappedKey:
-    wrapped = m.wrapped_key  # type: ignore[attr-defined]
+def _row(m: Any) -> WrappedKey:
+    """A stored row (an asyncpg Record or a SQLAlchemy row's mapping)."""
+    wrapped = m["wrapped_key"]
     return WrappedKey(
-        m.patient_id,  # type: ignore[attr-defined]
-        m.generation,  # type: ignore[attr-defined]
-        m.kek_id,  # type: ignore[attr-defined]
-        None if wrapped is None else bytes(wrapped),
+        m["patient_id"], m["generation"], m["kek_id"], None if wrapped is None else bytes(wrapped)
     )
+
+
+# Built once, run on the driver connection (storage/raw.py): every deposit reads it.
+_CURRENT = (
+    select(data_keys)
+    .where(
+        data_keys.c.patient_id == bindparam("patient_id", type_=Text),
+        data_keys.c.destroyed_at.is_(None),
+    )
+    .order_by(data_keys.c.generation.desc())
+    .limit(1)
+)
 
 
 async def current_key(conn: AsyncConnection, patient_id: str) -> WrappedKey | None:
     """The patient's live data key with the highest generation, or None."""
-    stmt = (
-        select(data_keys)
-        .where(data_keys.c.patient_id == patient_id, data_keys.c.destroyed_at.is_(None))
-        .order_by(data_keys.c.generation.desc())
-        .limit(1)
-    )
-    m = (await conn.execute(stmt)).first()
+    m = await raw.fetchrow(conn, _CURRENT, {"patient_id": patient_id})
     return _row(m) if m else None
 
 
@@ -112,7 +120,7 @@ async def lock_to_rewrap(conn: AsyncConnection, kek_id: str, limit: int) -> list
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return [_row(m) for m in await conn.execute(stmt)]
+    return [_row(m._mapping) for m in await conn.execute(stmt)]
 
 
 async def set_wrapped(conn: AsyncConnection, key: WrappedKey) -> None:

@@ -8,11 +8,13 @@ cannot see the document (they then get a 409, never the document). `deposits_by_
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, exists, select, tuple_
+from sqlalchemy import ColumnElement, Select, Text, and_, bindparam, exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import resource_versions, resources, search_token
+from espace_api.storage import raw
 
 
 @dataclass(frozen=True)
@@ -25,15 +27,10 @@ class DocumentRow:
     created_by: str | None
 
 
-async def documents_with_identifier(
-    conn: AsyncConnection, patient_id: str, system: str, value: str
-) -> list[DocumentRow]:
-    """Current (not deleted) DocumentReferences of the patient indexed under `system|value`.
-
-    The `identifier` index covers masterIdentifier and identifier: callers check which.
-    """
+def _with_identifier() -> Select[Any]:
     r, t = resources, search_token
-    stmt = (
+    patient = bindparam("patient_id", type_=Text)
+    return (
         select(r.c.id, r.c.version_id, r.c.content.cast(Text).label("json"), r.c.created_by)
         .select_from(
             t.join(
@@ -42,20 +39,34 @@ async def documents_with_identifier(
             )
         )
         .where(
-            t.c.patient_id == patient_id,
+            t.c.patient_id == patient,
             t.c.resource_type == "DocumentReference",
             t.c.param == "identifier",
-            t.c.code == value,
-            t.c.system == system,
-            r.c.patient_id == patient_id,
+            t.c.code == bindparam("value", type_=Text),
+            t.c.system == bindparam("system", type_=Text),
+            r.c.patient_id == patient,
             r.c.deleted.is_(False),
         )
         .distinct()
         .order_by(r.c.id)
     )
+
+
+# Built once, run on the driver connection (storage/raw.py): it is on every deposit's path.
+_WITH_IDENTIFIER = _with_identifier()
+
+
+async def documents_with_identifier(
+    conn: AsyncConnection, patient_id: str, system: str, value: str
+) -> list[DocumentRow]:
+    """Current (not deleted) DocumentReferences of the patient indexed under `system|value`.
+
+    The `identifier` index covers masterIdentifier and identifier: callers check which.
+    """
+    params = {"patient_id": patient_id, "system": system, "value": value}
     return [
-        DocumentRow(row.id, row.version_id, row.json, row.created_by)
-        for row in await conn.execute(stmt)
+        DocumentRow(row["id"], row["version_id"], row["json"], row["created_by"])
+        for row in await raw.fetch(conn, _WITH_IDENTIFIER, params)
     ]
 
 

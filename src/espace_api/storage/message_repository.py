@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    DateTime,
     and_,
+    bindparam,
     cast,
     delete,
     exists,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import Text
@@ -34,7 +37,7 @@ from espace_api.db.schema import (
     resources,
     subscriptions,
 )
-from espace_api.storage import routing
+from espace_api.storage import raw, routing
 
 COMMUNICATION = "Communication"
 
@@ -239,18 +242,21 @@ async def replace_subscription(
         )
 
 
-async def enqueue(conn: AsyncConnection, patient_id: str, topic: str, now: datetime) -> None:
-    """Queue "something new" for each active Subscription of the patient on `topic` (one
-    pending notification per Subscription: a later event joins the one still pending)."""
+def _enqueue() -> Insert:
     s, o = subscriptions, notification_outbox
+    now = bindparam("now", type_=DateTime(timezone=True))
     rows = select(
         s.c.patient_id,
         cast(func.gen_random_uuid(), Text),
         s.c.id,
-        literal(now),
-        literal(now),
-    ).where(s.c.patient_id == patient_id, s.c.topic == topic, s.c.active.is_(True))
-    stmt = (
+        now,
+        now,
+    ).where(
+        s.c.patient_id == bindparam("patient_id", type_=Text),
+        s.c.topic == bindparam("topic", type_=Text),
+        s.c.active.is_(True),
+    )
+    return (
         pg_insert(o)
         .from_select(["patient_id", "id", "subscription_id", "created", "next_attempt"], rows)
         .on_conflict_do_nothing(
@@ -258,7 +264,16 @@ async def enqueue(conn: AsyncConnection, patient_id: str, topic: str, now: datet
             index_where=text("state = 'pending'"),  # a literal: the partial index's predicate
         )
     )
-    await conn.execute(stmt)
+
+
+# Built once, run on the driver connection (storage/raw.py): every deposit queues.
+_ENQUEUE = _enqueue()
+
+
+async def enqueue(conn: AsyncConnection, patient_id: str, topic: str, now: datetime) -> None:
+    """Queue "something new" for each active Subscription of the patient on `topic` (one
+    pending notification per Subscription: a later event joins the one still pending)."""
+    await raw.execute(conn, _ENQUEUE, {"patient_id": patient_id, "topic": topic, "now": now})
 
 
 @dataclass(frozen=True)

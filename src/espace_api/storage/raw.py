@@ -5,14 +5,22 @@ profile (cache keys, parameter processing, greenlet hops). A statement object th
 (the repository keeps one per type and policy predicate) is compiled here once for the
 connection's dialect, with its constant parameters' values kept; each call binds the
 remaining parameters and runs the SQL with asyncpg, inside the SQLAlchemy connection's
-transaction when one has started, else on its own (autocommit).
+transaction when it is in one, else on its own (autocommit).
+
+SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement; `_begun` sends it
+first when a raw statement comes before any SQLAlchemy one (a private method of the adapter:
+pyproject.toml pins the SQLAlchemy versions this was checked with). Errors of Postgres come
+out as SQLAlchemy's (an IntegrityError is a 409 either way).
 """
 
 import itertools
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement
+import asyncpg
+from sqlalchemy import ARRAY, ColumnElement
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 
@@ -24,6 +32,18 @@ class Compiled:
     sql: str
     names: tuple[str, ...]
     values: dict[str, Any]
+    # The dialect's conversion of a parameter's value, where its type has one (JSONB: the
+    # engine's JSON serializer).
+    processors: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        """The positional arguments: `params`, else the constant values (else None)."""
+        out = []
+        for name in self.names:
+            value = params[name] if name in params else self.values.get(name)
+            process = self.processors.get(name)
+            out.append(process(value) if process is not None and value is not None else value)
+        return out
 
 
 _COMPILED: dict[int, tuple[Executable, Compiled]] = {}
@@ -36,10 +56,27 @@ def compiled(stmt: Executable, conn: AsyncConnection) -> Compiled:
     if hit is not None and hit[0] is stmt:
         return hit[1]
     c = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # type: ignore[attr-defined]
-    out = Compiled(str(c), tuple(c.positiontup or ()), dict(c.params))
+    out = Compiled(str(c), tuple(c.positiontup or ()), dict(c.params), _processors(c, conn))
     if len(_COMPILED) >= _MAX:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[id(stmt)] = (stmt, out)
+    return out
+
+
+def _processors(c: Any, conn: AsyncConnection) -> dict[str, Callable[[Any], Any]]:
+    """The conversions a compiled statement's parameters need, by name. An array of items
+    that need none is passed as it is (asyncpg encodes lists): SQLAlchemy's ARRAY would copy
+    it item by item (an index row's columns, a create's audit rows)."""
+    out = {}
+    for param, name in c.bind_names.items():
+        process = c._bind_processors.get(name)
+        if not callable(process):
+            continue
+        if isinstance(param.type, ARRAY) and not param.type.item_type._cached_bind_processor(
+            conn.dialect
+        ):
+            continue
+        out[name] = process
     return out
 
 
@@ -57,19 +94,80 @@ def autocommit(conn: AsyncConnection) -> bool:
 async def execute_rows(conn: AsyncConnection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
     """Run `stmt` once per row of named parameters (missing names: None)."""
     c = compiled(stmt, conn)
-    on = driver(conn)
-    args = [[row.get(n) for n in c.names] for row in rows]
+    driver = await _begun(conn)
+    args = [c.args(row) for row in rows]
     if len(args) == 1:
-        await on.execute(c.sql, *args[0])
+        await _translated(conn, c.sql, driver.execute(c.sql, *args[0]))
     else:
-        await on.executemany(c.sql, args)
+        await _translated(conn, c.sql, driver.executemany(c.sql, args))
 
 
 async def fetchrow(conn: AsyncConnection, stmt: Executable, params: dict[str, Any]) -> Any:
     """The first row of `stmt` with `params` bound (an asyncpg Record), or None."""
     c = compiled(stmt, conn)
-    args = [params[n] if n in params else c.values[n] for n in c.names]
-    return await driver(conn).fetchrow(c.sql, *args)
+    driver = await _begun(conn)
+    return await _translated(conn, c.sql, driver.fetchrow(c.sql, *c.args(params)))
+
+
+async def fetch(conn: AsyncConnection, stmt: Executable, params: dict[str, Any]) -> list[Any]:
+    """Every row of `stmt` with `params` bound (asyncpg Records)."""
+    c = compiled(stmt, conn)
+    driver = await _begun(conn)
+    rows: list[Any] = await _translated(conn, c.sql, driver.fetch(c.sql, *c.args(params)))
+    return rows
+
+
+async def execute(conn: AsyncConnection, stmt: Executable, params: dict[str, Any]) -> None:
+    """Run `stmt` once with `params` bound (a write in the connection's transaction)."""
+    c = compiled(stmt, conn)
+    driver = await _begun(conn)
+    await _translated(conn, c.sql, driver.execute(c.sql, *c.args(params)))
+
+
+async def savepoint(conn: AsyncConnection, name: str) -> None:
+    """SAVEPOINT `name` in the connection's transaction (one round trip, no SQLAlchemy
+    bookkeeping); it is released when the transaction ends."""
+    await _command(conn, f"SAVEPOINT {name}", name)
+
+
+async def rollback_to(conn: AsyncConnection, name: str) -> None:
+    """Undo what the transaction did since SAVEPOINT `name` (the savepoint stays)."""
+    await _command(conn, f"ROLLBACK TO SAVEPOINT {name}", name)
+
+
+async def _command(conn: AsyncConnection, sql: str, name: str) -> None:
+    assert name.isidentifier(), "a savepoint's name is a constant identifier"
+    driver = await _begun(conn)
+    await _translated(conn, sql, driver.execute(sql))
+
+
+async def _begun(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under `conn`, with BEGIN sent when SQLAlchemy's connection is
+    in a transaction that the adapter has not begun yet (it begins at its first statement):
+    a raw statement then belongs to that transaction, commits and rolls back with it."""
+    sync = conn.sync_connection
+    assert sync is not None, "the AsyncConnection has not started"
+    if sync.in_transaction():
+        adapter = sync.connection.dbapi_connection
+        if getattr(adapter, "_transaction", True) is None:  # SQLAlchemy 2.1's asyncpg adapter
+            await adapter._start_transaction()  # type: ignore[union-attr]  # no-op in AUTOCOMMIT
+    return driver(conn)
+
+
+async def _translated(conn: AsyncConnection, sql: str, call: Awaitable[Any]) -> Any:
+    """Await `call`; a Postgres error is raised as SQLAlchemy raises it (IntegrityError,
+    DBAPIError with its SQLSTATE), without the parameters (they may be health data)."""
+    try:
+        return await call
+    except asyncpg.PostgresError as error:
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            conn.sync_connection.connection.dbapi_connection._handle_exception(error)  # type: ignore[union-attr]
+        except dbapi.Error as adapted:
+            raise DBAPIError.instance(
+                sql, None, adapted, dbapi.Error, hide_parameters=True, dialect=conn.dialect
+            ) from error
+        raise
 
 
 def driver(conn: AsyncConnection) -> Any:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from espace_api.db.schema import (
     NO_PATIENT,
+    audit_events,
     resource_versions,
     resources,
     search_date,
@@ -36,7 +37,7 @@ from espace_api.db.schema import (
 )
 from espace_api.fhir.errors import FhirError
 from espace_api.fhir.indexing import IndexRows
-from espace_api.storage import raw, routing
+from espace_api.storage import audit_repository, raw, routing
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ async def _read(
         else:
             plan = fresh
             raw.remember(_READ_PLANS, key, plan)
-    return await raw.driver(conn).fetchrow(plan.sql, *plan.args(params, [policy]))
+    found = await raw.fetch_bound(conn, plan, params, [policy])
+    return found[0] if found else None
 
 
 class _Fields:
@@ -228,20 +230,32 @@ def _is_time(table: Table, column: str) -> bool:
     return isinstance(table.c[column].type, DateTime)
 
 
-def _unnest(table: Table, columns: tuple[str, ...]) -> str:
-    """An index table's rows inserted from one array parameter per column."""
-    arrays = ", ".join(
+def _arrays(table: Table, columns: tuple[str, ...]) -> str:
+    """One array parameter per column (`{table}_{column}`), cast to the column's type."""
+    return ", ".join(
         f"CAST(:{table.name}_{c} AS {'timestamptz' if _is_time(table, c) else 'text'}[])"
         for c in columns
     )
+
+
+def _unnest(table: Table, columns: tuple[str, ...]) -> str:
+    """An index table's rows inserted from one array parameter per column."""
     return (
         f"new_{table.name} AS (INSERT INTO {table.name} (resource_type, resource_id, patient_id, "
-        f"{', '.join(columns)}) SELECT :resource_type, :id, :patient_id, * FROM unnest({arrays}))"
+        f"{', '.join(columns)}) SELECT :resource_type, :id, :patient_id, * FROM unnest("
+        f"{_arrays(table, columns)}))"
     )
 
 
-# A new resource in one statement (issue 14): the current row, its first version and every
-# index row, instead of up to six round trips.
+AUDIT_COLUMNS = tuple(c.name for c in audit_events.c)
+# Every table an array parameter fills, with its columns: the index tables and the audit rows.
+_ARRAY_COLUMNS = (
+    *((table, columns) for table, _, columns in INDEX_ROWS),
+    (audit_events, AUDIT_COLUMNS),
+)
+
+# A new resource in one statement (issue 14): the current row, its first version, every
+# index row and the audit rows of the write, instead of up to seven round trips.
 _CREATE = text(
     "WITH r AS (INSERT INTO resources (resource_type, id, patient_id, version_id, last_updated,"
     " deleted, created_by, content) VALUES (:resource_type, :id, :patient_id, :version_id,"
@@ -250,6 +264,8 @@ _CREATE = text(
     " last_updated, deleted, method, content) SELECT :resource_type, :id, :version_id,"
     " :patient_id, :last_updated, false, :method, r.content FROM r), "
     + ", ".join(_unnest(table, columns) for table, _, columns in INDEX_ROWS)
+    + f", new_audit_events AS (INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)})"
+    + f" SELECT * FROM unnest({_arrays(audit_events, AUDIT_COLUMNS)}))"
     + " SELECT 1"
 ).bindparams(
     bindparam("content", type_=JSONB),
@@ -259,14 +275,17 @@ _CREATE = text(
             f"{table.name}_{c}",
             type_=ARRAY(DateTime(timezone=True) if _is_time(table, c) else Text),
         )
-        for table, _, columns in INDEX_ROWS
+        for table, columns in _ARRAY_COLUMNS
         for c in columns
     ),
 )
 
 
-async def _create(conn: AsyncConnection, new: NewVersion, index: IndexRows) -> None:
-    """Insert a new resource, its first version and its index rows in one statement."""
+async def _create(
+    conn: AsyncConnection, new: NewVersion, index: IndexRows, audit: list[dict[str, Any]]
+) -> None:
+    """Insert a new resource, its first version, its index rows and its audit rows in one
+    statement."""
     params: dict[str, Any] = {
         "resource_type": new.resource_type,
         "id": new.id,
@@ -281,11 +300,20 @@ async def _create(conn: AsyncConnection, new: NewVersion, index: IndexRows) -> N
         rows: list[tuple[Any, ...]] = getattr(index, field)
         for position, column in enumerate(columns):
             params[f"{table.name}_{column}"] = [row[position] for row in rows]
-    await conn.execute(_CREATE, params)
+    events = audit_repository.stored(audit)
+    for column in AUDIT_COLUMNS:
+        params[f"audit_events_{column}"] = [event.get(column) for event in events]
+    await raw.execute(conn, _CREATE, params)
 
 
-async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows | None) -> None:
-    """Insert or replace the current row, append history, and rewrite the indexes."""
+async def write_version(
+    conn: AsyncConnection,
+    new: NewVersion,
+    index: IndexRows | None,
+    audit: list[dict[str, Any]],
+) -> None:
+    """Insert or replace the current row, append history, rewrite the indexes, and insert
+    the write's audit rows (`recorder.events`) in the same transaction."""
     values: dict[str, Any] = {
         "version_id": new.version_id,
         "last_updated": new.last_updated,
@@ -295,7 +323,7 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
     }
     if new.version_id == 1 and new.content is not None and index is not None:
         if not await routing.distributed(conn):  # Citus: one statement per table (below)
-            await _create(conn, new, index)
+            await _create(conn, new, index, audit)
             return
     if new.version_id == 1:
         await conn.execute(
@@ -325,6 +353,7 @@ async def write_version(conn: AsyncConnection, new: NewVersion, index: IndexRows
     )
     if index is not None:
         await insert_indexes(conn, new.resource_type, new.id, new.patient_id, index)
+    await audit_repository.insert_events(conn, audit)
 
 
 _INSERT_INDEX = {table.name: insert(table) for table in SEARCH_INDEX_TABLES}

@@ -95,15 +95,13 @@ async def run(
                 _check(found, plan, slots, fresh, values, predicates)
         else:
             plan = found
-    driver = raw.driver(conn)
-    stmt = plan.page if total else plan.bare
-    found_rows = await driver.fetch(stmt.sql, *stmt.args(values, predicates))
+    found_rows = await raw.fetch_bound(conn, plan.page if total else plan.bare, values, predicates)
     rows = [(m[0], m[1], m[2] or None) for m in found_rows]
     if not total:
         return rows, None
     if found_rows:
         return rows, found_rows[0][3]
-    return [], await driver.fetchval(plan.count.sql, *plan.count.args(values, predicates))
+    return [], (await raw.fetch_bound(conn, plan.count, values, predicates))[0][0]
 
 
 def _build(conn: AsyncConnection, req: SearchRequest, policies: Policies) -> _Plan:
