@@ -415,7 +415,8 @@ def run_limit(args: argparse.Namespace) -> list[str]:
         readers = asyncio.run(create_patients(base, operator, 200))
         own = tokens.mint_all(url, base, [tokens.patient(p) for p in readers])
         reads = limit.requests_file(
-            work / "reads.tsv", [("GET", f"/Patient/{p}", t, "") for p, t in zip(readers, own)]
+            work / "reads.tsv",
+            [("GET", f"/Patient/{p}", t, "") for p, t in zip(readers, own, strict=True)],
         )
         many = limit.wrk("read Patient: 200 patients", base, requests=reads, **options)
         lines += [many.line(), limit.ratio_line("read by id, 200 callers", many, floor, 0.50)]

@@ -228,6 +228,19 @@ class Bound:
         )
 
 
+async def fetch_bound(
+    conn: AsyncConnection,
+    stmt: Bound,
+    values: dict[str, Any],
+    predicates: list[ColumnElement[bool]],
+) -> list[Any]:
+    """Every row of a Bound statement with `values` and the predicates' values bound."""
+    on = await _begun(conn)
+    args = stmt.args(values, predicates)
+    rows: list[Any] = await _translated(conn, stmt.sql, on.fetch(stmt.sql, *args))
+    return rows
+
+
 def bound(conn: AsyncConnection, stmt: Executable, predicates: list[ColumnElement[bool]]) -> Bound:
     """`stmt`, which embeds `predicates`, compiled for the connection's dialect."""
     c = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # type: ignore[attr-defined]
