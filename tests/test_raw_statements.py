@@ -3,6 +3,7 @@ transactions: they commit and roll back with them, savepoints included, and Post
 errors come out as SQLAlchemy's. SQLAlchemy's asyncpg adapter sends BEGIN lazily (with its
 first statement): a raw write sent first would otherwise commit on its own."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -85,3 +86,23 @@ async def test_a_raw_savepoint_is_undone_to_and_released_with_the_transaction(en
         await raw.rollback_to(conn, "probe")
         await raw.execute(conn, INSERT, {"id": "after"})
     assert await stored(engine) == ["after"]
+
+
+async def test_a_raw_statement_cut_short_never_returns_its_connection_to_the_pool(engine):
+    """A request cancelled (its deadline) while the driver runs a statement: the connection
+    is still mid-operation, so the pool must not hand it out again ("another operation is
+    in progress" for the next request)."""
+    slow = text("SELECT pg_sleep(2)")
+
+    async def read_slowly() -> None:
+        async with autocommit_connection(engine) as conn:
+            await raw.fetch(conn, slow, {})
+
+    task = asyncio.create_task(read_slowly())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(engine.pool.size() + 1):  # every pooled connection answers at once
+        async with autocommit_connection(engine) as conn:
+            assert await raw.fetch(conn, text("SELECT 1"), {}) == [(1,)]
