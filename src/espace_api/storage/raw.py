@@ -16,13 +16,15 @@ out as SQLAlchemy's (an IntegrityError is a 409 either way).
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import ARRAY, ColumnElement
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,15 @@ def compiled(stmt: Executable, conn: AsyncConnection) -> Compiled:
     hit = _COMPILED.get(id(stmt))
     if hit is not None and hit[0] is stmt:
         return hit[1]
-    c = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # type: ignore[attr-defined]
-    out = Compiled(str(c), tuple(c.positiontup or ()), dict(c.params), _processors(c, conn))
-    if len(_COMPILED) >= _MAX:
-        _COMPILED.pop(next(iter(_COMPILED)))
-    _COMPILED[id(stmt)] = (stmt, out)
+    out = _compile(stmt, conn)[1]
+    remember(_COMPILED, id(stmt), (stmt, out))
     return out
+
+
+def _compile(stmt: Executable, conn: AsyncConnection) -> tuple[Any, Compiled]:
+    """SQLAlchemy's compiled form of `stmt` for the connection's dialect, and ours."""
+    c = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # type: ignore[attr-defined]
+    return c, Compiled(str(c), tuple(c.positiontup or ()), dict(c.params), _processors(c, conn))
 
 
 def _processors(c: Any, conn: AsyncConnection) -> dict[str, Callable[[Any], Any]]:
@@ -190,20 +195,16 @@ _MAX_STRUCTURES = 64
 @dataclass(frozen=True)
 class Bound:
     """A statement compiled once for every caller whose access-policy predicates have one
-    structure (`structure`): SQL with positional parameters, each position's name, the
-    values fixed by the statement, and per predicate the names its parameters fill (in its
-    cache key's order; None: not in the SQL). Each call binds its own values and those of its
+    structure (`structure`), and per predicate the names its parameters fill (in its cache
+    key's order; None: not in the SQL). Each call binds its own values and those of its
     caller's predicates, read from their SQLAlchemy cache keys (issue 14: compiling a
     statement per caller cost 40 % of a worker when 200 patients read)."""
 
-    sql: str
-    names: tuple[str, ...]
-    fixed: dict[str, Any]
+    statement: Compiled
     policies: tuple[tuple[str | None, ...], ...]
 
     def args(self, values: dict[str, Any], predicates: list[ColumnElement[bool]]) -> list[Any]:
-        bound = dict(self.fixed)
-        bound.update(values)
+        bound = dict(values)
         for names, predicate in zip(self.policies, predicates, strict=True):
             for name, param in zip(names, _cache_key(predicate).bindparams, strict=True):
                 if name is None:
@@ -217,13 +218,13 @@ class Bound:
                             bound[f"{name}_{i}"] = item
                 else:
                     bound[name] = value
-        return [bound[n] for n in self.names]
+        return self.statement.args(bound)
 
     def check(self, fresh: "Bound", values: dict[str, Any], predicates: list[Any]) -> None:
         """This statement binds what `fresh`, compiled for these very predicates, binds."""
-        assert self.sql == fresh.sql, "a reused statement's SQL differs from a fresh compile's"
-        expected = [values[n] if n in values else fresh.fixed[n] for n in fresh.names]
-        assert self.args(values, predicates) == expected, (
+        ours, theirs = self.statement, fresh.statement
+        assert ours.sql == theirs.sql, "a reused statement's SQL differs from a fresh compile's"
+        assert self.args(values, predicates) == theirs.args(values), (
             "a reused statement binds other values than a fresh compile"
         )
 
@@ -235,21 +236,37 @@ async def fetch_bound(
     predicates: list[ColumnElement[bool]],
 ) -> list[Any]:
     """Every row of a Bound statement with `values` and the predicates' values bound."""
+    sql = stmt.statement.sql
     on = await _begun(conn)
-    args = stmt.args(values, predicates)
-    rows: list[Any] = await _translated(conn, stmt.sql, on.fetch(stmt.sql, *args))
+    rows: list[Any] = await _translated(conn, sql, on.fetch(sql, *stmt.args(values, predicates)))
     return rows
 
 
 def bound(conn: AsyncConnection, stmt: Executable, predicates: list[ColumnElement[bool]]) -> Bound:
     """`stmt`, which embeds `predicates`, compiled for the connection's dialect."""
-    c = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # type: ignore[attr-defined]
+    c, statement = _compile(stmt, conn)
     policies = tuple(
         # None: not in the SQL (a predicate under `false()` is left out of a statement)
         tuple(c.bind_names.get(param) for param in _cache_key(p).bindparams)
         for p in predicates
     )
-    return Bound(str(c), tuple(c.positiontup or ()), dict(c.params), policies)
+    return Bound(statement, policies)
+
+
+def reused(
+    cache: dict[Any, T], key: Any, build: Callable[[], T], check: Callable[[T, T], None]
+) -> T:
+    """What `cache` keeps under `key` (a statement compiled for another caller or request),
+    else `build()`, kept. With VERIFY, built afresh anyway and `check(kept, fresh)`."""
+    found = cache.get(key)
+    if found is not None and not VERIFY:
+        return found
+    fresh = build()
+    if found is None:
+        remember(cache, key, fresh)
+        return fresh
+    check(found, fresh)
+    return found
 
 
 def _cache_key(predicate: ColumnElement[bool]) -> Any:

@@ -121,15 +121,12 @@ _READ_PLANS: dict[tuple[str, Any], raw.Bound] = {}
 async def _read(
     conn: AsyncConnection, resource_type: str, policy: ColumnElement[bool], params: dict[str, Any]
 ) -> Any:
-    key = (resource_type, raw.structure(policy))
-    plan = _READ_PLANS.get(key)
-    if plan is None or raw.VERIFY:
-        fresh = raw.bound(conn, read_statement(resource_type, policy, False, False), [policy])
-        if plan is not None:
-            plan.check(fresh, params, [policy])
-        else:
-            plan = fresh
-            raw.remember(_READ_PLANS, key, plan)
+    plan = raw.reused(
+        _READ_PLANS,
+        (resource_type, raw.structure(policy)),
+        lambda: raw.bound(conn, read_statement(resource_type, policy, False, False), [policy]),
+        lambda kept, fresh: kept.check(fresh, params, [policy]),
+    )
     found = await raw.fetch_bound(conn, plan, params, [policy])
     return found[0] if found else None
 
@@ -150,7 +147,6 @@ class _Fields:
 # policy module hands out one predicate object per caller and second, so a statement object
 # (and its SQLAlchemy cache key, computed once per object) serves all of that caller's reads.
 _READS: dict[tuple[str, int, bool, bool], tuple[ColumnElement[bool], Select[Any]]] = {}
-_READS_MAX = 512  # a second's worth of callers; older statements are dead
 
 
 def read_statement(
@@ -177,9 +173,7 @@ def read_statement(
         stmt = stmt.where(policy)
     if for_update:
         stmt = stmt.with_for_update()
-    if len(_READS) >= _READS_MAX:
-        _READS.pop(next(iter(_READS)))
-    _READS[key] = (policy, stmt)
+    raw.remember(_READS, key, (policy, stmt))
     return stmt
 
 

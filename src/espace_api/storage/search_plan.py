@@ -84,17 +84,13 @@ async def run(
         raw.remember(_PLANS, (shape, *map(raw.structure, predicates)), plan)
     else:
         predicates = policies.replay(slots)
-        key = (shape, *map(raw.structure, predicates))
-        found = _PLANS.get(key)
-        if found is None or raw.VERIFY:
-            fresh = Policies(policies.policy_for, policies.type_policy)
-            plan = _build(conn, req, fresh)
-            if found is None:
-                raw.remember(_PLANS, key, plan)
-            else:
-                _check(found, plan, slots, fresh, values, predicates)
-        else:
-            plan = found
+        fresh = Policies(policies.policy_for, policies.type_policy)
+        plan = raw.reused(
+            _PLANS,
+            (shape, *map(raw.structure, predicates)),
+            lambda: _build(conn, req, fresh),
+            lambda kept, built: _check(kept, built, slots, fresh, values, predicates),
+        )
     found_rows = await raw.fetch_bound(conn, plan.page if total else plan.bare, values, predicates)
     rows = [(m[0], m[1], m[2] or None) for m in found_rows]
     if not total:
